@@ -1,0 +1,184 @@
+"""Settings: the embedded defaults, the ``COURSE_*`` environment, and the plain ``Settings`` object.
+
+Flask reads the environment (``app.config.from_prefixed_env("COURSE")``); everything that
+runs without Flask (the sending engine, the scheduler) gets a frozen :class:`Settings` built
+from that same mapping, so there is exactly one place where configuration is parsed.
+"""
+
+from __future__ import annotations
+
+import secrets
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+#: Defaults that make ``make run`` work on a fresh machine. Paths are relative to the
+#: Flask instance folder and resolved by :func:`resolve_instance_paths`.
+DEFAULTS: dict[str, Any] = {
+    "ENV": "production",
+    "DATABASE_URL": None,  # None: sqlite:///<instance>/course.db
+    "MAIL_URL": "outbox:",  # outbox: with no path means <instance>/outbox
+    "SECRET_KEY": None,
+    "SECRET_KEY_FALLBACKS": [],
+    "BASE_URL": "http://127.0.0.1:5000",
+    "MAIL_FROM": "Course <course@localhost>",
+    "PRACTICE_NAME": "Our practice",
+    "BOOKING_URL": "https://example.org/book",
+    "SEND_HOUR": 8,
+    "DEFAULT_TIMEZONE": "UTC",
+    "TICK_SECONDS": 5,
+    "LESSON_INTERVAL": None,  # None: calendar days at the send hour
+    "LESSONS_DIR": None,  # None: ./lessons next to the project
+    "CHECK_DELIVERABILITY": False,
+    "CONFIRM_RESEND_SECONDS": 300,
+    "CRISIS_TEXT": (
+        "If you are in crisis or thinking about harming yourself, please reach out now: "
+        "call your local emergency number, or contact a crisis line in your country "
+        "(findahelpline.com lists free, confidential lines worldwide)."
+    ),
+    "BATCH_SIZE": 100,
+    "CLAIM_LEASE_SECONDS": 300,
+    "RETRY_BASE_SECONDS": 60,
+}
+
+#: The shortest gap between two lessons in calendar mode. A lesson sent late (after an
+#: outage, or a resume) pushes the next one to the following send hour instead of letting
+#: two arrive a few hours apart.
+MIN_CALENDAR_GAP_HOURS = 20
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or has a value the app cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings the Flask-free parts of the engine need."""
+
+    database_url: str
+    mail_url: str
+    secret_keys: tuple[str, ...]  # newest last, as itsdangerous expects
+    base_url: str
+    mail_from: str
+    practice_name: str
+    booking_url: str
+    send_hour: int
+    default_timezone: str
+    tick_seconds: float
+    lesson_interval: float | None
+    lessons_dir: Path
+    templates_dir: Path
+    check_deliverability: bool
+    confirm_resend_seconds: int
+    crisis_text: str
+    batch_size: int
+    claim_lease_seconds: int
+    retry_base_seconds: int
+
+    @property
+    def mail_domain(self) -> str:
+        """The domain used on the right of every Message-ID."""
+        return urlsplit(self.base_url).hostname or "localhost"
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _as_int(name: str, value: Any, lo: int, hi: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"COURSE_{name} must be a whole number, got {value!r}") from None
+    if not lo <= number <= hi:
+        raise ConfigError(f"COURSE_{name} must be between {lo} and {hi}, got {number}")
+    return number
+
+
+def _as_float(name: str, value: Any, lo: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"COURSE_{name} must be a number, got {value!r}") from None
+    if number < lo:
+        raise ConfigError(f"COURSE_{name} must be at least {lo}, got {number}")
+    return number
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
+def resolve_instance_paths(config: dict[str, Any], instance_path: str) -> None:
+    """Fill in defaults that live in the instance folder (database, outbox, dev secret)."""
+    instance = Path(instance_path)
+    if not config.get("DATABASE_URL"):
+        config["DATABASE_URL"] = f"sqlite:///{instance / 'course.db'}"
+    if config.get("MAIL_URL") in ("outbox:", "outbox", None):
+        config["MAIL_URL"] = f"outbox:{instance / 'outbox'}"
+    if not config.get("SECRET_KEY"):
+        if config.get("ENV") != "development":
+            raise ConfigError(
+                "COURSE_SECRET_KEY is required outside development. Generate one with\n"
+                "  python -c 'import secrets; print(secrets.token_hex(32))'\n"
+                "or set COURSE_ENV=development to use a key kept in the instance folder."
+            )
+        config["SECRET_KEY"] = _development_secret(instance)
+
+
+def _development_secret(instance: Path) -> str:
+    """Create once and then reuse a secret in the instance folder, so links survive restarts."""
+    path = instance / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def settings_from_config(config: Mapping[str, Any]) -> Settings:
+    """Validate a Flask config mapping and return the engine's :class:`Settings`."""
+    tz = str(config["DEFAULT_TIMEZONE"])
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"COURSE_DEFAULT_TIMEZONE is not a known time zone: {tz!r}") from None
+    interval = config.get("LESSON_INTERVAL")
+    fallbacks = config.get("SECRET_KEY_FALLBACKS") or []
+    if isinstance(fallbacks, str):
+        fallbacks = [k for k in fallbacks.split(",") if k]
+    base_url = str(config["BASE_URL"]).rstrip("/")
+    if urlsplit(base_url).scheme not in ("http", "https"):
+        raise ConfigError(f"COURSE_BASE_URL must start with http:// or https://: {base_url!r}")
+    lessons_dir = config.get("LESSONS_DIR") or PROJECT_ROOT / "lessons"
+    return Settings(
+        database_url=str(config["DATABASE_URL"]),
+        mail_url=str(config["MAIL_URL"]),
+        secret_keys=(*[str(k) for k in fallbacks], str(config["SECRET_KEY"])),
+        base_url=base_url,
+        mail_from=str(config["MAIL_FROM"]),
+        practice_name=str(config["PRACTICE_NAME"]),
+        booking_url=str(config["BOOKING_URL"]),
+        send_hour=_as_int("SEND_HOUR", config["SEND_HOUR"], 0, 23),
+        default_timezone=tz,
+        tick_seconds=_as_float("TICK_SECONDS", config["TICK_SECONDS"], 0.1),
+        lesson_interval=(
+            None if interval in (None, "") else _as_float("LESSON_INTERVAL", interval, 1)
+        ),
+        lessons_dir=Path(lessons_dir),
+        templates_dir=PROJECT_ROOT / "templates",
+        check_deliverability=_as_bool(config["CHECK_DELIVERABILITY"]),
+        confirm_resend_seconds=_as_int(
+            "CONFIRM_RESEND_SECONDS", config["CONFIRM_RESEND_SECONDS"], 0, 86400
+        ),
+        crisis_text=str(config["CRISIS_TEXT"]),
+        batch_size=_as_int("BATCH_SIZE", config["BATCH_SIZE"], 1, 10000),
+        claim_lease_seconds=_as_int("CLAIM_LEASE_SECONDS", config["CLAIM_LEASE_SECONDS"], 5, 86400),
+        retry_base_seconds=_as_int("RETRY_BASE_SECONDS", config["RETRY_BASE_SECONDS"], 1, 86400),
+    )

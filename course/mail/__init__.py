@@ -1,0 +1,58 @@
+"""Mail transports: how a finished message leaves the engine.
+
+A transport is opened once per batch (``with transport.open() as conn``) and sends finished
+messages with ``conn.send(envelope_from, to, message_bytes)``. The engine only depends on
+this small interface; :func:`transport_from_url` picks the real implementation.
+
+URL forms (``COURSE_MAIL_URL``):
+
+- ``outbox:`` or ``outbox:/path/to/folder``: one ``.eml`` file per message (development).
+- ``smtp://user:pass@host:25``: plain SMTP, for a relay on the same machine or network.
+- ``smtp+starttls://user:pass@host:587``: SMTP upgraded with STARTTLS (required).
+- ``smtps://user:pass@host:465``: SMTP over implicit TLS.
+
+Query options: ``timeout`` (seconds, default 30), and for the TLS forms ``verify=false``
+to skip certificate checks (only for a test relay with a self-signed certificate).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+
+class DeliveryError(Exception):
+    """Sending one message failed."""
+
+
+class TransientError(DeliveryError):
+    """Try again later: a 4xx reply, a refused or dropped connection, a timeout."""
+
+
+class PermanentError(DeliveryError):
+    """The server refused this recipient for good (a 5xx reply): do not try again."""
+
+
+class Connection(Protocol):
+    def send(self, envelope_from: str, to: str, message: bytes) -> None:
+        """Hand one finished message to the server, or raise a :class:`DeliveryError`."""
+
+
+class Transport(Protocol):
+    def open(self) -> AbstractContextManager[Connection]:
+        """A connection for one batch; closed when the ``with`` block ends."""
+
+
+def transport_from_url(url: str) -> Transport:
+    """Build the transport described by ``url`` (see the module docstring)."""
+    from course.mail.outbox import OutboxTransport
+    from course.mail.smtp import SMTPTransport
+
+    if url.startswith("outbox:"):
+        return OutboxTransport(url.removeprefix("outbox:") or "outbox")
+    if url.split("://", 1)[0] in ("smtp", "smtp+starttls", "smtps"):
+        return SMTPTransport.from_url(url)
+    raise ValueError(
+        f"COURSE_MAIL_URL must start with outbox:, smtp://, smtp+starttls:// or smtps://,"
+        f" got {url.split(':', 1)[0]!r}"
+    )

@@ -1,0 +1,162 @@
+"""The database tables: subscribers, their deliveries, and the scheduler's heartbeat."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def new_public_id() -> str:
+    """An unguessable identifier for links (never the row id, never the address)."""
+    return secrets.token_urlsafe(16)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC and always hands back aware UTC datetimes.
+
+    SQLite has no time zones; without this, values read back would be naive and every
+    comparison with ``utcnow()`` would raise.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class SubscriberStatus(enum.StrEnum):
+    PENDING = "pending"  # signed up, has not confirmed yet
+    ACTIVE = "active"  # receiving lessons
+    PAUSED = "paused"
+    COMPLETED = "completed"  # received the last lesson
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"  # the mail server said the address does not exist
+
+
+class DeliveryKind(enum.StrEnum):
+    CONFIRM = "confirm"
+    LESSON = "lesson"
+
+
+class DeliveryStatus(enum.StrEnum):
+    QUEUED = "queued"  # waiting for due_at; while claimed, due_at is the lease's end
+    SENT = "sent"  # the SMTP server accepted it
+    FAILED = "failed"  # gave up: permanent rejection or retries exhausted
+    CANCELLED = "cancelled"  # the subscriber left or paused before it went out
+
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+    # One enrolment per mailbox: addresses that differ only in case are the same person.
+    __table_args__ = (Index("uq_subscribers_email_lower", func.lower(text("email")), unique=True),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64))
+    send_hour: Mapped[int | None] = mapped_column(Integer)  # None: the practice's default
+    source: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=SubscriberStatus.PENDING)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    confirm_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    confirm_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    deliveries: Mapped[list[Delivery]] = relationship(
+        back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Delivery(Base):
+    """One email to one subscriber: a confirmation (number = how many asked) or a lesson
+    (number = the lesson's day). The unique constraint is what makes "each lesson at most
+    once" a property of the database rather than of the code."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscriber_id", "kind", "number"),
+        # The due query reads only queued rows in due order, so its cost follows the number
+        # of queued rows, not the number of subscribers.
+        Index(
+            "ix_deliveries_queued_due",
+            "due_at",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.QUEUED)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    first_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # retry window start
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="deliveries")
+
+
+class SchedulerTick(Base):
+    """The last tick of each sender process, for health checks and the dashboard."""
+
+    __tablename__ = "scheduler_ticks"
+
+    worker: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_tick_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_summary: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,102 @@
+"""APScheduler wiring: a per-process ticker that runs the sending engine every few seconds.
+
+APScheduler keeps only one interval job here, in its in-memory job store. The database
+decides what is due; APScheduler 3.x job stores cannot be shared between processes, and
+nothing needs them to be: any number of ``course scheduler`` processes can tick side by
+side, sharing the work through row claims (see ``course.sending``).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import datetime
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from course.config import Settings
+from course.db import make_engine, make_sessionmaker
+from course.mail import transport_from_url
+from course.models import utcnow
+from course.sending import Sender
+
+log = logging.getLogger("course.scheduler")
+
+
+def build_sender(settings: Settings) -> Sender:
+    """A sender wired to the configured database and mail transport."""
+    engine = make_engine(settings.database_url)
+    return Sender(settings, make_sessionmaker(engine), transport_from_url(settings.mail_url))
+
+
+def run_tick(sender: Sender) -> None:
+    """One tick, logged as one ``key=value`` line; errors are logged, never raised."""
+    try:
+        result = sender.tick()
+    except Exception:
+        log.exception("tick failed worker=%s", sender.worker)
+        return
+    log.info("tick worker=%s %s", sender.worker, result.log_line())
+
+
+def _add_job(scheduler: BaseScheduler, sender: Sender, settings: Settings) -> None:
+    scheduler.add_job(
+        run_tick,
+        "interval",
+        args=[sender],
+        seconds=settings.tick_seconds,
+        id="course-tick",
+        next_run_time=datetime.now(utcnow().tzinfo),  # first tick right away
+        max_instances=1,  # a long tick is never overlapped by the next one
+        coalesce=True,  # ticks missed while busy collapse into one
+        misfire_grace_time=None,
+    )
+
+
+def start_background(settings: Settings) -> tuple[BackgroundScheduler, Sender]:
+    """Start ticking in a background thread (``course run`` in development)."""
+    sender = build_sender(settings)
+    scheduler = BackgroundScheduler(timezone="UTC")
+    _add_job(scheduler, sender, settings)
+    scheduler.start()
+    return scheduler, sender
+
+
+def stop_background(scheduler: BackgroundScheduler, sender: Sender) -> None:
+    """Finish the message in flight, hand back other claims, stop."""
+    sender.stopping.set()
+    scheduler.shutdown(wait=True)
+    sender.release_claims()
+
+
+def run_forever(settings: Settings) -> None:
+    """``course scheduler``: tick until SIGTERM or SIGINT, then stop cleanly.
+
+    On a signal the sender finishes the message in flight, releases its remaining claims
+    so another sender can take them at once, and the process exits.
+    """
+    sender = build_sender(settings)
+    scheduler = BlockingScheduler(timezone="UTC")
+    _add_job(scheduler, sender, settings)
+
+    stopper = threading.Thread(target=scheduler.shutdown, kwargs={"wait": True})
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, finishing the message in flight", signal.Signals(signum).name)
+        sender.stopping.set()
+        # shutdown() waits for the running tick; run it off the signal handler's frame.
+        if not stopper.is_alive() and stopper.ident is None:
+            stopper.start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("scheduler started worker=%s tick_seconds=%s", sender.worker, settings.tick_seconds)
+    scheduler.start()
+    if stopper.ident is not None:
+        stopper.join()  # the main loop ends before the running tick does: wait for it
+    released = sender.release_claims()
+    log.info("scheduler stopped worker=%s released=%d", sender.worker, released)

@@ -1,0 +1,323 @@
+"""The sending engine: due -> claim -> send -> record. No Flask in here.
+
+The database is the single source of truth. One pass (a *tick*):
+
+1. **Claim** a batch of due deliveries in one short transaction: their ``due_at`` is moved to
+   the end of a lease and ``claimed_by`` names this process, then the claim is committed.
+   On PostgreSQL the rows are picked with ``FOR UPDATE SKIP LOCKED``, so any number of
+   senders share the work without taking the same row; a claim whose process died simply
+   becomes due again when its lease ends.
+2. **Send** each claimed message over one transport connection. Just before the SMTP call
+   the subscriber is checked again, so an unsubscribe or pause that lands while the batch
+   runs still stops the mail.
+3. **Record** each result in its own transaction right after the server answered: sent (and
+   the next lesson queued), retry later with backoff, or failed.
+
+A crash can therefore resend at most the one message that was in flight on each connection,
+and it is resent with the same Message-ID. Lesson n+1 is queued only once lesson n has been
+accepted, so the order of a subscriber's lessons can never change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from course.config import Settings
+from course.lessons import LessonLibrary, LessonSet
+from course.mail import Connection, PermanentError, TransientError, Transport
+from course.models import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    SchedulerTick,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+from course.render import Reader, Renderer, envelope_address
+from course.schedule import next_lesson_due
+from course.subscriptions import queue_lesson
+from course.tokens import Signer
+
+log = logging.getLogger("course.sending")
+
+Clock = Callable[[], datetime]
+
+#: Give up on a message that has failed transiently for this long.
+RETRY_WINDOW = timedelta(hours=24)
+#: The longest wait between two retries.
+MAX_BACKOFF = timedelta(hours=2)
+#: How long a delivery waits when its lesson file is broken, before it is looked at again.
+BROKEN_LESSON_WAIT = timedelta(minutes=5)
+
+#: Which subscriber states may still receive which kind of email.
+_MAY_RECEIVE = {
+    DeliveryKind.CONFIRM: {SubscriberStatus.PENDING},
+    DeliveryKind.LESSON: {SubscriberStatus.ACTIVE},
+}
+
+
+@dataclass
+class TickResult:
+    """What one pass did; logged as one line per tick."""
+
+    due: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    skipped: int = 0
+    duration_ms: int = 0
+
+    def log_line(self) -> str:
+        """``key=value`` pairs, easy for a log system to parse."""
+        return " ".join(f"{k}={v}" for k, v in asdict(self).items())
+
+
+def backoff(attempts: int, base_seconds: int, rng: random.Random) -> timedelta:
+    """Exponential backoff with full jitter on the upper half: ``base * 2^(n-1)``, capped."""
+    ceiling = min(base_seconds * 2 ** max(attempts - 1, 0), MAX_BACKOFF.total_seconds())
+    return timedelta(seconds=rng.uniform(ceiling / 2, ceiling))
+
+
+def worker_name() -> str:
+    """A name for this sender process that is unique across machines and restarts."""
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Sender:
+    """Runs ticks against a database and a transport."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        transport: Transport,
+        *,
+        clock: Clock = utcnow,
+        worker: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.transport = transport
+        self.clock = clock
+        self.worker = worker or worker_name()
+        self.rng = rng or random.Random()
+        self.library = LessonLibrary(settings.lessons_dir)
+        self.renderer = Renderer(settings, Signer(settings.secret_keys))
+        self.stopping = threading.Event()
+        self._dialect = sessions.kw["bind"].dialect.name
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    def claim(self, limit: int) -> list[int]:
+        """Claim up to ``limit`` due deliveries for this process; return their ids."""
+        now = self.clock()
+        lease_end = now + timedelta(seconds=self.settings.claim_lease_seconds)
+        with self.sessions() as session, session.begin():
+            query = (
+                select(Delivery.id)
+                .where(Delivery.status == DeliveryStatus.QUEUED, Delivery.due_at <= now)
+                .order_by(Delivery.due_at)
+                .limit(limit)
+            )
+            if self._dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids = list(session.scalars(query))
+            if ids:
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_(ids))
+                    .values(due_at=lease_end, claimed_by=self.worker)
+                )
+        return ids
+
+    def release_claims(self) -> int:
+        """Hand back every claim this process still holds (on shutdown)."""
+        with self.sessions() as session, session.begin():
+            result = session.execute(
+                update(Delivery)
+                .where(Delivery.claimed_by == self.worker, Delivery.status == DeliveryStatus.QUEUED)
+                .values(due_at=self.clock(), claimed_by=None)
+            )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # -- one pass ---------------------------------------------------------------------------
+
+    def tick(self) -> TickResult:
+        """Send everything that is due now, batch by batch, then record the heartbeat."""
+        started = time.monotonic()
+        result = TickResult()
+        lessons = self.library.current()
+        try:
+            with self.transport.open() as conn:
+                while not self.stopping.is_set():
+                    ids = self.claim(self.settings.batch_size)
+                    if not ids:
+                        break
+                    result.due += len(ids)
+                    for index, delivery_id in enumerate(ids):
+                        if self.stopping.is_set():
+                            # Finish the message in flight, hand back the rest at once.
+                            self._release(ids[index:])
+                            break
+                        outcome = self._deliver(delivery_id, conn, lessons)
+                        setattr(result, outcome, getattr(result, outcome) + 1)
+                    if len(ids) < self.settings.batch_size:
+                        break
+        finally:
+            result.duration_ms = int((time.monotonic() - started) * 1000)
+            self._heartbeat(result)
+        return result
+
+    def _release(self, ids: list[int]) -> None:
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids), Delivery.claimed_by == self.worker)
+                .values(due_at=self.clock(), claimed_by=None)
+            )
+
+    def _heartbeat(self, result: TickResult) -> None:
+        try:
+            with self.sessions() as session, session.begin():
+                session.merge(
+                    SchedulerTick(
+                        worker=self.worker,
+                        last_tick_at=self.clock(),
+                        last_summary=result.log_line(),
+                    )
+                )
+        except Exception:  # a heartbeat must never stop sending
+            log.exception("could not record the scheduler heartbeat")
+
+    def _deliver(self, delivery_id: int, conn: Connection, lessons: LessonSet) -> str:
+        """Send one claimed delivery and record the outcome; returns the TickResult field."""
+        # Step 1: is it still ours, and may this subscriber still receive it?
+        with self.sessions() as session, session.begin():
+            delivery = session.get(Delivery, delivery_id)
+            if (
+                delivery is None
+                or delivery.claimed_by != self.worker
+                or delivery.status != DeliveryStatus.QUEUED
+            ):
+                return "skipped"  # lost the lease to another sender, or cancelled meanwhile
+            subscriber = delivery.subscriber
+            if subscriber.status not in _MAY_RECEIVE[DeliveryKind(delivery.kind)]:
+                delivery.status = DeliveryStatus.CANCELLED
+                delivery.claimed_by = None
+                return "skipped"
+            kind, number = delivery.kind, delivery.number
+            reader = Reader(subscriber.public_id, subscriber.email, subscriber.name)
+            now = self.clock()
+            try:
+                message = self.renderer.build(kind, number, reader, lessons, now)
+            except LookupError as exc:
+                # The lesson file is broken or missing: wait for the practice to fix it
+                # rather than skip a lesson. Other lessons keep going out.
+                delivery.due_at = now + BROKEN_LESSON_WAIT
+                delivery.claimed_by = None
+                delivery.last_error = str(exc)
+                log.warning("delivery=%s waits: %s", delivery_id, exc)
+                return "skipped"
+
+        # Step 2: the SMTP call, outside any transaction.
+        try:
+            conn.send(self.renderer.envelope_from, envelope_address(reader.email), message)
+        except TransientError as exc:
+            return self._record_transient(delivery_id, str(exc))
+        except PermanentError as exc:
+            return self._record_permanent(delivery_id, str(exc))
+
+        # Step 3: record it, and queue what comes next.
+        self._record_sent(delivery_id, lessons.total)
+        return "sent"
+
+    def _record_sent(self, delivery_id: int, total: int) -> None:
+        now = self.clock()
+        with self.sessions() as session, session.begin():
+            delivery = session.get_one(Delivery, delivery_id)
+            delivery.status = DeliveryStatus.SENT
+            delivery.sent_at = now
+            delivery.claimed_by = None
+            delivery.attempts += 1
+            delivery.last_error = None
+            subscriber = delivery.subscriber
+            if delivery.kind != DeliveryKind.LESSON:
+                return
+            if delivery.number >= total:
+                if subscriber.status == SubscriberStatus.ACTIVE:
+                    subscriber.status = SubscriberStatus.COMPLETED
+                subscriber.completed_at = now
+                return
+            due = next_lesson_due(
+                now,
+                ZoneInfo(subscriber.timezone),
+                self.settings.send_hour if subscriber.send_hour is None else subscriber.send_hour,
+                self.settings.lesson_interval,
+            )
+            queue_lesson(session, subscriber, delivery.number + 1, due)
+            if subscriber.status != SubscriberStatus.ACTIVE:
+                # Paused or left while this one was in flight: keep the next lesson on hold.
+                next_row = session.scalars(
+                    select(Delivery).where(
+                        Delivery.subscriber_id == subscriber.id,
+                        Delivery.kind == DeliveryKind.LESSON,
+                        Delivery.number == delivery.number + 1,
+                    )
+                ).one()
+                next_row.status = DeliveryStatus.CANCELLED
+
+    def _record_transient(self, delivery_id: int, error: str) -> str:
+        now = self.clock()
+        with self.sessions() as session, session.begin():
+            delivery = session.get_one(Delivery, delivery_id)
+            delivery.attempts += 1
+            delivery.last_error = error[:1000]
+            delivery.claimed_by = None
+            first = delivery.first_failed_at or now
+            delivery.first_failed_at = first
+            if now - first >= RETRY_WINDOW:
+                delivery.status = DeliveryStatus.FAILED
+                log.warning("delivery=%s failed after %s attempts", delivery_id, delivery.attempts)
+                return "failed"
+            delivery.due_at = now + backoff(
+                delivery.attempts, self.settings.retry_base_seconds, self.rng
+            )
+        return "retried"
+
+    def _record_permanent(self, delivery_id: int, error: str) -> str:
+        now = self.clock()
+        with self.sessions() as session, session.begin():
+            delivery = session.get_one(Delivery, delivery_id)
+            delivery.attempts += 1
+            delivery.status = DeliveryStatus.FAILED
+            delivery.last_error = error[:1000]
+            delivery.claimed_by = None
+            subscriber: Subscriber = delivery.subscriber
+            subscriber.status = SubscriberStatus.BOUNCED
+            subscriber.unsubscribed_at = now
+            session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.subscriber_id == subscriber.id,
+                    Delivery.status == DeliveryStatus.QUEUED,
+                    Delivery.id != delivery_id,
+                )
+                .values(status=DeliveryStatus.CANCELLED, claimed_by=None)
+            )
+        log.warning("delivery=%s bounced", delivery_id)
+        return "failed"

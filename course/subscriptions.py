@@ -1,0 +1,254 @@
+"""Signing up, confirming, and the subscriber's place in the course.
+
+Every function here takes a session and never commits: the web view, the CLI command or
+the scheduler tick that calls it owns the transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from course.models import (
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    Subscriber,
+    SubscriberStatus,
+)
+
+MAX_NAME = 100
+MAX_SOURCE = 64
+_SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
+
+
+@cache
+def known_timezones() -> frozenset[str]:
+    """The IANA time zone names this machine knows."""
+    return frozenset(zoneinfo.available_timezones())
+
+
+class ValidationFailed(ValueError):
+    """Signup input that cannot be accepted; ``errors`` maps each field to a message."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class SignupData:
+    email: str
+    name: str | None
+    timezone: str | None
+    source: str | None
+
+
+def _clean_text(value: object, field: str, limit: int, errors: dict[str, str]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        errors[field] = "must be text"
+        return None
+    value = unicodedata.normalize("NFC", value).strip()
+    if not value:
+        return None
+    if len(value) > limit:
+        errors[field] = f"must be at most {limit} characters"
+        return None
+    # Control characters (CR, LF, NUL, ...) have no place in a name and could break a header.
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+        errors[field] = "contains characters that are not allowed"
+        return None
+    return value
+
+
+def validate_signup(data: Mapping[str, object], *, check_deliverability: bool) -> SignupData:
+    """Check and normalise signup fields, or raise :class:`ValidationFailed`.
+
+    Unknown fields are ignored. The address is normalised by email-validator (lower-cased
+    domain, Unicode normalisation), which is what makes a second signup with different
+    casing of the domain find the same subscriber.
+    """
+    errors: dict[str, str] = {}
+    raw_email = data.get("email")
+    email = ""
+    if raw_email is None or (isinstance(raw_email, str) and not raw_email.strip()):
+        errors["email"] = "Please enter your email address."
+    elif not isinstance(raw_email, str):
+        errors["email"] = "The email address must be text."
+    elif len(raw_email) > 320:
+        errors["email"] = "That email address is too long."
+    else:
+        try:
+            result = validate_email(raw_email.strip(), check_deliverability=check_deliverability)
+            email = result.normalized
+        except EmailNotValidError as exc:
+            errors["email"] = f"That doesn't look like a valid email address: {exc}"
+    name = _clean_text(data.get("name"), "name", MAX_NAME, errors)
+    tz = _clean_text(data.get("timezone"), "timezone", 64, errors)
+    if tz is not None and tz not in known_timezones():
+        errors["timezone"] = "must be an IANA time zone name such as Europe/Berlin"
+    source = _clean_text(data.get("source"), "source", MAX_SOURCE, errors)
+    if source is not None and not _SOURCE.match(source):
+        errors["source"] = "may only contain letters, digits and . _ - : /"
+    if errors:
+        raise ValidationFailed(errors)
+    return SignupData(email=email, name=name, timezone=tz, source=source)
+
+
+def find_by_email(session: Session, email: str) -> Subscriber | None:
+    """The subscriber with this (normalised) address, if any.
+
+    The local part is compared case-insensitively: almost every mail system treats
+    ``Ana@`` and ``ana@`` as one mailbox, and two enrolments would mean two courses.
+    """
+    return session.scalars(
+        select(Subscriber).where(func.lower(Subscriber.email) == email.lower())
+    ).first()
+
+
+def subscribe(
+    session: Session,
+    data: SignupData,
+    *,
+    now: datetime,
+    default_timezone: str,
+    resend_after: timedelta,
+) -> Subscriber:
+    """Record a signup and queue a confirmation email when one is needed.
+
+    The caller answers the same way whatever happened here, so nobody can learn from the
+    response whether an address is enrolled. A confirmation is (re)sent for a new address,
+    for a pending one whose last confirmation is older than ``resend_after``, and for an
+    address that had left (unsubscribed or bounced) and now signs up again.
+    """
+    subscriber = find_by_email(session, data.email)
+    if subscriber is None:
+        subscriber = Subscriber(
+            email=data.email,
+            name=data.name,
+            timezone=data.timezone or default_timezone,
+            source=data.source,
+            status=SubscriberStatus.PENDING,
+            created_at=now,
+            confirm_count=0,
+        )
+        session.add(subscriber)
+        session.flush()
+        queue_confirmation(session, subscriber, now)
+        return subscriber
+    if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
+        # Coming back is a fresh start: a new double opt-in, then the course from lesson 1.
+        subscriber.status = SubscriberStatus.PENDING
+        subscriber.name = data.name or subscriber.name
+        subscriber.timezone = data.timezone or subscriber.timezone
+        subscriber.unsubscribed_at = None
+        subscriber.confirmed_at = None
+        subscriber.completed_at = None
+        session.execute(
+            Delivery.__table__.delete().where(
+                Delivery.subscriber_id == subscriber.id, Delivery.kind == DeliveryKind.LESSON
+            )
+        )
+        queue_confirmation(session, subscriber, now)
+    elif subscriber.status == SubscriberStatus.PENDING:
+        last = subscriber.confirm_sent_at
+        if last is None or now - last >= resend_after:
+            queue_confirmation(session, subscriber, now)
+    return subscriber
+
+
+def queue_confirmation(session: Session, subscriber: Subscriber, now: datetime) -> None:
+    """Queue a confirmation email; it goes out on the scheduler's next tick."""
+    subscriber.confirm_count = (subscriber.confirm_count or 0) + 1
+    subscriber.confirm_sent_at = now
+    session.add(
+        Delivery(
+            subscriber_id=subscriber.id,
+            kind=DeliveryKind.CONFIRM,
+            number=subscriber.confirm_count,
+            status=DeliveryStatus.QUEUED,
+            due_at=now,
+            attempts=0,
+            created_at=now,
+        )
+    )
+
+
+def confirm(session: Session, public_id: str, now: datetime) -> Subscriber | None:
+    """Confirm a pending signup and queue lesson 1 for the next tick.
+
+    Returns the subscriber (also when already confirmed: opening the link twice is fine),
+    or None when the id is unknown.
+    """
+    subscriber = by_public_id(session, public_id)
+    if subscriber is None:
+        return None
+    if subscriber.status == SubscriberStatus.PENDING:
+        subscriber.status = SubscriberStatus.ACTIVE
+        subscriber.confirmed_at = now
+        # Outstanding confirmation emails are no longer needed.
+        for delivery in subscriber.deliveries:
+            if delivery.kind == DeliveryKind.CONFIRM and delivery.status == DeliveryStatus.QUEUED:
+                delivery.status = DeliveryStatus.CANCELLED
+        queue_lesson(session, subscriber, 1, now)
+    return subscriber
+
+
+def by_public_id(session: Session, public_id: str) -> Subscriber | None:
+    """The subscriber a link points at, if it still exists."""
+    return session.scalars(select(Subscriber).where(Subscriber.public_id == public_id)).first()
+
+
+def queue_lesson(session: Session, subscriber: Subscriber, number: int, due_at: datetime) -> None:
+    """Make lesson ``number`` due at ``due_at``, unless it was already sent.
+
+    There is one row per (subscriber, lesson): a cancelled row (after a pause) is re-queued
+    rather than duplicated, so the unique constraint keeps guarding "at most once".
+    """
+    delivery = session.scalars(
+        select(Delivery).where(
+            Delivery.subscriber_id == subscriber.id,
+            Delivery.kind == DeliveryKind.LESSON,
+            Delivery.number == number,
+        )
+    ).first()
+    if delivery is None:
+        session.add(
+            Delivery(
+                subscriber_id=subscriber.id,
+                kind=DeliveryKind.LESSON,
+                number=number,
+                status=DeliveryStatus.QUEUED,
+                due_at=due_at,
+                attempts=0,
+            )
+        )
+    elif delivery.status in (DeliveryStatus.QUEUED, DeliveryStatus.CANCELLED):
+        if delivery.claimed_by is None:
+            delivery.due_at = due_at
+        delivery.status = DeliveryStatus.QUEUED
+
+
+def lessons_sent(session: Session, subscriber_id: int) -> int:
+    """How many lessons this subscriber has received (the highest lesson number sent)."""
+    return (
+        session.scalar(
+            select(func.max(Delivery.number)).where(
+                Delivery.subscriber_id == subscriber_id,
+                Delivery.kind == DeliveryKind.LESSON,
+                Delivery.status == DeliveryStatus.SENT,
+            )
+        )
+        or 0
+    )

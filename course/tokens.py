@@ -1,0 +1,70 @@
+"""Signed tokens for the links in emails.
+
+Each token carries the subscriber's ``public_id`` (never the row id or the address), plus the
+lesson day or answer where the link needs one. Each purpose has its own salt, so a token
+made for one purpose is refused for any other. Keys rotate: the newest key signs, and the
+older ones in ``COURSE_SECRET_KEY_FALLBACKS`` still verify.
+
+Tokens do not expire (an unsubscribe link must work forever), except the confirmation link,
+which is only good while a pending signup is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from itsdangerous import BadData, URLSafeSerializer, URLSafeTimedSerializer
+
+PURPOSES = (
+    "confirm",
+    "unsubscribe",
+    "done",
+    "checkin",
+    "view",
+    "progress",
+    "pause",
+    "book",
+)
+
+#: How long a confirmation link stays valid; pending signups are kept as long (issue #6).
+CONFIRM_MAX_AGE_SECONDS = 7 * 24 * 3600
+
+
+class InvalidToken(ValueError):
+    """The token is malformed, tampered with, made for another purpose, or expired."""
+
+
+class Signer:
+    """Makes and checks tokens for every link purpose with one set of keys."""
+
+    def __init__(self, secret_keys: Sequence[str]) -> None:
+        if not secret_keys or not all(secret_keys):
+            raise ValueError("at least one non-empty secret key is required")
+        self._keys = list(secret_keys)
+
+    def _serializer(self, purpose: str) -> URLSafeSerializer:
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown token purpose {purpose!r}")
+        cls = URLSafeTimedSerializer if purpose == "confirm" else URLSafeSerializer
+        return cls(self._keys, salt=f"course.{purpose}")
+
+    def dumps(self, purpose: str, *payload: str | int) -> str:
+        """A token for ``purpose`` carrying ``payload`` (first item: the public id)."""
+        return str(self._serializer(purpose).dumps(list(payload)))
+
+    def loads(self, purpose: str, token: str, max_age: int | None = None) -> list[Any]:
+        """Check ``token`` and return its payload, or raise :class:`InvalidToken`."""
+        if not isinstance(token, str) or len(token) > 512:
+            raise InvalidToken("malformed token")
+        serializer = self._serializer(purpose)
+        try:
+            if isinstance(serializer, URLSafeTimedSerializer):
+                payload = serializer.loads(token, max_age=max_age or CONFIRM_MAX_AGE_SECONDS)
+            else:
+                payload = serializer.loads(token)
+        except (BadData, UnicodeError, ValueError, TypeError) as exc:
+            raise InvalidToken(str(exc)) from None
+        if not isinstance(payload, list) or not payload or not isinstance(payload[0], str):
+            raise InvalidToken("unexpected payload")
+        return payload

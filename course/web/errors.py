@@ -1,0 +1,42 @@
+"""Error responses: a calm page for people, a small JSON object for programs."""
+
+from __future__ import annotations
+
+from flask import jsonify, render_template, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+MESSAGES = {
+    400: "Something in that request wasn't quite right.",
+    404: "We couldn't find that page.",
+    405: "That page can't be used this way.",
+    413: "That was more data than this form accepts.",
+    415: "Please send the form as a web form or as JSON.",
+    429: "Too many attempts. Please wait a little and try again.",
+}
+
+
+def wants_json() -> bool:
+    """True when the client sent or asked for JSON rather than a page."""
+    if request.is_json:
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def error_response(status: int, message: str, **extra: object) -> ResponseReturnValue:
+    """Render an error as a page or as JSON, with ``status``."""
+    if wants_json():
+        return jsonify(error=message, **extra), status
+    return render_template("web/error.html", status=status, message=message), status
+
+
+def handle_http_error(exc: HTTPException) -> ResponseReturnValue:
+    """Every HTTP error the app raises goes through here."""
+    status = exc.code or 500
+    message = MESSAGES.get(status) or exc.description or "Something went wrong."
+    response = error_response(status, message)
+    if status == 405 and exc.get_response().headers.get("Allow"):
+        body, code = response  # type: ignore[misc]
+        return body, code, {"Allow": exc.get_response().headers["Allow"]}
+    return response
