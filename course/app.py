@@ -57,6 +57,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_extensions(app, settings)
     register_blueprints(app, settings)
     register_errorhandlers(app)
+    register_commands(app)
 
     @app.context_processor
     def _practice() -> dict[str, str]:
@@ -88,6 +89,13 @@ def register_blueprints(app: Flask, settings: Settings) -> None:
         from course.web import dev
 
         app.register_blueprint(dev.bp)
+
+
+def register_commands(app: Flask) -> None:
+    """The ``course`` CLI commands."""
+    from course.cli import register_commands as register
+
+    register(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 from flask import Flask, current_app
-from flask.cli import FlaskGroup, shell_command
+from flask.cli import FlaskGroup, shell_command, with_appcontext
 from werkzeug.serving import run_simple
 
 from course.app import create_app, state
@@ -49,7 +49,20 @@ def main() -> None:
 main.add_command(shell_command)
 
 
-@main.command("run")
+def register_commands(app: Flask) -> None:
+    """Attach the commands to ``app.cli`` (``course`` finds them there, and so do tests)."""
+    for command in (
+        run_command,
+        scheduler_command,
+        send_due_command,
+        db_group,
+        preview_command,
+        send_test_command,
+    ):
+        app.cli.add_command(command)
+
+
+@click.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option(
@@ -59,6 +72,7 @@ main.add_command(shell_command)
     help="Also tick the sending scheduler in this process.",
 )
 @click.option("--reload", is_flag=True, help="Restart on code changes (development).")
+@with_appcontext
 def run_command(host: str, port: int, scheduler: bool, reload: bool) -> None:
     """Development server, with the scheduler in the same process."""
     from course.scheduler import start_background, stop_background
@@ -84,7 +98,8 @@ def run_command(host: str, port: int, scheduler: bool, reload: bool) -> None:
             stop_background(*background)
 
 
-@main.command("scheduler")
+@click.command("scheduler")
+@with_appcontext
 def scheduler_command() -> None:
     """Tick the sending engine until stopped (run one or more of these in production)."""
     from course.scheduler import run_forever
@@ -92,7 +107,8 @@ def scheduler_command() -> None:
     run_forever(_settings())
 
 
-@main.command("send-due")
+@click.command("send-due")
+@with_appcontext
 def send_due_command() -> None:
     """Send what is due now, once, and print what happened."""
     from course.scheduler import build_sender
@@ -102,13 +118,14 @@ def send_due_command() -> None:
     click.echo(result.log_line())
 
 
-@main.group("db")
+@click.group("db")
 def db_group() -> None:
     """Database migrations."""
 
 
 @db_group.command("upgrade")
 @click.argument("revision", default="head")
+@with_appcontext
 def db_upgrade(revision: str) -> None:
     """Apply migrations (creates the database on first use)."""
     from course.db import upgrade
@@ -129,9 +146,10 @@ def _sample(day: int) -> tuple[Any, Any, Any]:
     return renderer, lessons, Reader("sample-reader-id", "reader@example.org", "Sam")
 
 
-@main.command("preview")
+@click.command("preview")
 @click.argument("day", type=int)
 @click.option("--part", type=click.Choice(["both", "text", "html"]), default="both")
+@with_appcontext
 def preview_command(day: int, part: str) -> None:
     """Print lesson DAY as a sample reader would get it, without sending."""
     renderer, lessons, reader = _sample(day)
@@ -145,9 +163,10 @@ def preview_command(day: int, part: str) -> None:
         click.echo(html)
 
 
-@main.command("send-test")
+@click.command("send-test")
 @click.argument("day", type=int)
 @click.option("--to", "to", required=True, help="Where to send the test message.")
+@with_appcontext
 def send_test_command(day: int, to: str) -> None:
     """Send lesson DAY to ADDRESS now, through the configured transport."""
     from email_validator import EmailNotValidError, validate_email

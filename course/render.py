@@ -199,7 +199,8 @@ class Renderer:
         msg = EmailMessage(policy=_POLICY if to.isascii() else _POLICY_UTF8)
         msg["From"] = self.settings.mail_from
         # Address() refuses CR/LF and other header-breaking characters in the name.
-        msg["To"] = Address(display_name=reader.name or "", addr_spec=to)
+        local, _, domain = to.rpartition("@")
+        msg["To"] = Address(display_name=reader.name or "", username=local, domain=domain)
         msg["Subject"] = compiled.subject
         msg["Date"] = format_datetime(now)
         msg["Message-ID"] = self.message_id(kind, number, reader.public_id)

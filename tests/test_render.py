@@ -1,0 +1,126 @@
+"""Rendering every lesson: both parts, headers, absolute links, line lengths, escaping."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+
+from course.config import Settings
+from course.lessons import LessonSet, load_lessons
+from course.render import Reader, Renderer, add_query
+from course.tokens import Signer
+from tests.helpers import html_part, parse, text_part
+
+NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def renderer(settings: Settings) -> Renderer:
+    return Renderer(settings, Signer(settings.secret_keys))
+
+
+@pytest.fixture
+def lessons(settings: Settings) -> LessonSet:
+    return load_lessons(settings.lessons_dir)
+
+
+READER = Reader("pub-id-123", "ana@example.com", "Ana")
+
+
+@pytest.mark.parametrize("day", [1, 2, 3, 4, 5])
+def test_every_lesson_renders_both_parts_with_the_required_headers(
+    renderer: Renderer, lessons: LessonSet, day: int
+) -> None:
+    data = renderer.build("lesson", day, READER, lessons, NOW)
+    msg = parse(data)
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    for header in ("From", "To", "Subject", "Date", "Message-ID", "List-Unsubscribe"):
+        assert msg[header], header
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["Subject"].startswith(f"Day {day} of 5")
+    assert msg["Message-ID"] == f"<lesson-{day}.pub-id-123@course.example.org>"
+    assert re.fullmatch(
+        r"<https://course\.example\.org/unsubscribe/[\w.-]+>", msg["List-Unsubscribe"]
+    )
+    # CRLF line endings only, and no line over 998 characters.
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    text, html = text_part(data), html_part(data)
+    assert "Hi Ana," in text and "Hi Ana," in html
+    assert "If you need help right now" in text and "If you need help right now" in html
+    assert "Today" in text and "reflection" in text.lower()
+    # The CSS is inlined, and no external resources are loaded (no tracking).
+    assert 'style="' in html and "<style" not in html
+    assert "<img" not in html and "<script" not in html.lower()
+    # Every link is absolute.
+    hrefs = re.findall(r'href="([^"]+)"', html)
+    assert hrefs and all(h.startswith("https://") for h in hrefs)
+    assert all(u.startswith("https://") for u in re.findall(r"https?://\S+", text))
+
+
+def test_message_id_is_stable_and_differs_per_reader_and_lesson(
+    renderer: Renderer, lessons: LessonSet
+) -> None:
+    first = parse(renderer.build("lesson", 2, READER, lessons, NOW))["Message-ID"]
+    again = parse(renderer.build("lesson", 2, READER, lessons, NOW))["Message-ID"]
+    other = Reader("someone-else", "bo@example.com", None)
+    assert first == again
+    assert first != parse(renderer.build("lesson", 3, READER, lessons, NOW))["Message-ID"]
+    assert first != parse(renderer.build("lesson", 2, other, lessons, NOW))["Message-ID"]
+
+
+def test_names_are_escaped_and_cannot_inject_headers(
+    renderer: Renderer, lessons: LessonSet
+) -> None:
+    reader = Reader("pid", "ana@example.com", '<script>alert("x")</script> & Co')
+    data = renderer.build("lesson", 1, reader, lessons, NOW)
+    html = html_part(data)
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; Co" in html
+    assert '<script>alert("x")</script> & Co' in text_part(data)
+    with pytest.raises(ValueError):
+        renderer.build("lesson", 1, Reader("p", "a@example.com", "Ana\r\nBcc: x@y.z"), lessons, NOW)
+
+
+def test_no_name_gives_a_neutral_greeting(renderer: Renderer, lessons: LessonSet) -> None:
+    data = renderer.build("lesson", 1, Reader("p", "a@example.com", None), lessons, NOW)
+    assert "Hello," in text_part(data)
+
+
+def test_confirmation_email(renderer: Renderer, lessons: LessonSet) -> None:
+    data = renderer.build("confirm", 1, READER, lessons, NOW)
+    msg = parse(data)
+    assert "confirm" in msg["Subject"].lower()
+    assert re.search(r"https://course\.example\.org/confirm/[\w.-]+", text_part(data))
+    assert msg["Message-ID"] == "<confirm-1.pub-id-123@course.example.org>"
+
+
+def test_international_domain_goes_out_as_punycode(renderer: Renderer, lessons: LessonSet) -> None:
+    data = renderer.build("lesson", 1, Reader("p", "juergen@müller.de", "Jürgen"), lessons, NOW)
+    assert parse(data)["To"].addresses[0].domain == "xn--mller-kva.de"
+    assert data.isascii()
+
+
+def test_non_ascii_local_part_is_sent_as_utf8(renderer: Renderer, lessons: LessonSet) -> None:
+    data = renderer.build("lesson", 1, Reader("p", "jürgen@müller.de", "Jürgen"), lessons, NOW)
+    assert "To: Jürgen <jürgen@xn--mller-kva.de>" in data.decode("utf-8")
+
+
+def test_lesson_is_compiled_once_per_lesson_set(renderer: Renderer, lessons: LessonSet) -> None:
+    first = renderer.compiled("lesson", 1, lessons)
+    assert renderer.compiled("lesson", 1, lessons) is first
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://p.example/book", "https://p.example/book?utm_source=course"),
+        ("https://p.example/book?ref=x", "https://p.example/book?ref=x&utm_source=course"),
+        ("https://p.example/book?utm_source=old", "https://p.example/book?utm_source=course"),
+    ],
+)
+def test_add_query(url: str, expected: str) -> None:
+    assert add_query(url, {"utm_source": "course"}) == expected
