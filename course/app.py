@@ -82,9 +82,10 @@ def register_extensions(app: Flask, settings: Settings) -> None:
 
 def register_blueprints(app: Flask, settings: Settings) -> None:
     """Public pages always; the outbox viewer only while mail goes to the outbox folder."""
-    from course.web import public
+    from course.web import links, public
 
     app.register_blueprint(public.bp)
+    app.register_blueprint(links.bp)
     if settings.mail_url.startswith("outbox:"):
         from course.web import dev
 

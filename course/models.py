@@ -152,6 +152,73 @@ class Delivery(Base):
     subscriber: Mapped[Subscriber] = relationship(back_populates="deliveries")
 
 
+class CheckIn(enum.StrEnum):
+    """The three answers to "How did today's lesson land?"."""
+
+    LIGHTER = "lighter"
+    SAME = "same"
+    STIRRED = "stirred"
+
+    @property
+    def label(self) -> str:
+        return {"lighter": "Lighter", "same": "About the same", "stirred": "It stirred things up"}[
+            self.value
+        ]
+
+
+class LessonProgress(Base):
+    """What a reader did with one lesson: marked it done, checked in, wrote a note.
+
+    One row per (subscriber, lesson); a new check-in answer replaces the earlier one. The
+    history of every change is in ``events``.
+    """
+
+    __tablename__ = "lesson_progress"
+    __table_args__ = (UniqueConstraint("subscriber_id", "lesson"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    lesson: Mapped[int] = mapped_column(Integer)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    checkin: Mapped[str | None] = mapped_column(String(16))
+    checkin_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    note: Mapped[str | None] = mapped_column(Text)
+    note_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EventKind(enum.StrEnum):
+    DONE = "done"
+    CHECKIN = "checkin"
+    NOTE = "note"
+    PAUSE = "pause"
+    RESUME = "resume"
+    UNSUBSCRIBE = "unsubscribe"
+    BOOK = "book"
+    VIEW = "view"
+    SCHEDULE = "schedule"  # send hour or time zone changed
+    LINK_SCAN = "link_scan"  # a mail scanner fetched the links; its clicks were discarded
+
+
+class Event(Base):
+    """One recorded action, for reports. After an erasure the row stays, anonymous:
+    ``subscriber_id`` and ``value`` are cleared, so counts still add up."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
+    )
+    lesson: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(24), index=True)
+    value: Mapped[str | None] = mapped_column(String(64))
+    via: Mapped[str] = mapped_column(String(16), default="page")  # link, page, one-click, ...
+    operator_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
 class SchedulerTick(Base):
     """The last tick of each sender process, for health checks and the dashboard."""
 

@@ -181,6 +181,13 @@ class Renderer:
             "confirm_url": lambda: self.url("confirm", pid),
             "unsubscribe_url": lambda: self.url("unsubscribe", pid),
             "book_url": lambda: self.url("book", pid, number),
+            "done_url": lambda: self.url("done", pid, number),
+            "view_url": lambda: self.url("view", pid, number),
+            "progress_url": lambda: self.url("progress", pid, path="me"),
+            "pause_url": lambda: self.url("pause", pid),
+            "checkin_lighter_url": lambda: self.url("checkin", pid, number, "lighter"),
+            "checkin_same_url": lambda: self.url("checkin", pid, number, "same"),
+            "checkin_stirred_url": lambda: self.url("checkin", pid, number, "stirred"),
         }
         return {slot: makers[slot]() for slot in slots if slot in makers}
 

@@ -13,18 +13,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
+from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from course.config import Settings
 from course.models import (
     Delivery,
     DeliveryKind,
     DeliveryStatus,
+    EventKind,
+    LessonProgress,
     Subscriber,
     SubscriberStatus,
 )
+from course.progress import record_event
+from course.schedule import next_calendar_send, next_lesson_due, resume_due
 
 MAX_NAME = 100
 MAX_SOURCE = 64
@@ -156,10 +162,11 @@ def subscribe(
         subscriber.confirmed_at = None
         subscriber.completed_at = None
         session.execute(
-            Delivery.__table__.delete().where(
+            delete(Delivery).where(
                 Delivery.subscriber_id == subscriber.id, Delivery.kind == DeliveryKind.LESSON
             )
         )
+        session.execute(delete(LessonProgress).where(LessonProgress.subscriber_id == subscriber.id))
         queue_confirmation(session, subscriber, now)
     elif subscriber.status == SubscriberStatus.PENDING:
         last = subscriber.confirm_sent_at
@@ -251,4 +258,137 @@ def lessons_sent(session: Session, subscriber_id: int) -> int:
             )
         )
         or 0
+    )
+
+
+def _cancel_queued(session: Session, subscriber: Subscriber, kinds: tuple[str, ...]) -> None:
+    """Cancel queued deliveries, claimed ones included: the sender checks the subscriber's
+    status again right before each SMTP call, so a claimed message is stopped too."""
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.subscriber_id == subscriber.id,
+            Delivery.status == DeliveryStatus.QUEUED,
+            Delivery.kind.in_(kinds),
+        )
+        .values(status=DeliveryStatus.CANCELLED, claimed_by=None)
+    )
+
+
+def pause(
+    session: Session,
+    subscriber: Subscriber,
+    now: datetime,
+    *,
+    via: str = "page",
+    operator_id: int | None = None,
+) -> bool:
+    """Pause an active course: nothing is sent until it is resumed. False if not active."""
+    if subscriber.status != SubscriberStatus.ACTIVE:
+        return False
+    subscriber.status = SubscriberStatus.PAUSED
+    _cancel_queued(session, subscriber, (DeliveryKind.LESSON,))
+    record_event(session, subscriber, EventKind.PAUSE, now, via=via, operator_id=operator_id)
+    return True
+
+
+def resume(
+    session: Session,
+    subscriber: Subscriber,
+    now: datetime,
+    *,
+    settings: Settings,
+    total: int,
+    via: str = "page",
+    operator_id: int | None = None,
+) -> bool:
+    """Resume a paused course with one lesson at the next send hour, never a burst."""
+    if subscriber.status != SubscriberStatus.PAUSED:
+        return False
+    subscriber.status = SubscriberStatus.ACTIVE
+    record_event(session, subscriber, EventKind.RESUME, now, via=via, operator_id=operator_id)
+    sent = lessons_sent(session, subscriber.id)
+    if sent >= total:
+        subscriber.status = SubscriberStatus.COMPLETED
+        subscriber.completed_at = subscriber.completed_at or now
+        return True
+    last = last_lesson_sent_at(session, subscriber.id)
+    due = resume_due(
+        now,
+        last,
+        ZoneInfo(subscriber.timezone),
+        send_hour_of(subscriber, settings),
+        settings.lesson_interval,
+    )
+    queue_lesson(session, subscriber, sent + 1, due)
+    return True
+
+
+def unsubscribe(
+    session: Session,
+    subscriber: Subscriber,
+    now: datetime,
+    *,
+    via: str = "page",
+    operator_id: int | None = None,
+) -> bool:
+    """Stop all mail at once. The address may sign up again later. False if already out."""
+    if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
+        return False
+    subscriber.status = SubscriberStatus.UNSUBSCRIBED
+    subscriber.unsubscribed_at = now
+    _cancel_queued(session, subscriber, (DeliveryKind.LESSON, DeliveryKind.CONFIRM))
+    record_event(session, subscriber, EventKind.UNSUBSCRIBE, now, via=via, operator_id=operator_id)
+    return True
+
+
+def set_schedule(
+    session: Session,
+    subscriber: Subscriber,
+    now: datetime,
+    *,
+    send_hour: int,
+    timezone: str,
+    settings: Settings,
+) -> None:
+    """Change when lessons arrive; a queued lesson moves to the new time."""
+    subscriber.send_hour = send_hour
+    subscriber.timezone = timezone
+    record_event(session, subscriber, EventKind.SCHEDULE, now)
+    if subscriber.status != SubscriberStatus.ACTIVE or settings.lesson_interval is not None:
+        return
+    queued = next_queued_lesson(session, subscriber.id)
+    last = last_lesson_sent_at(session, subscriber.id)
+    if queued is None or queued.claimed_by is not None or last is None:
+        return
+    queued.due_at = max(
+        next_calendar_send(now, ZoneInfo(timezone), send_hour),
+        next_lesson_due(last, ZoneInfo(timezone), send_hour, None),
+    )
+
+
+def send_hour_of(subscriber: Subscriber, settings: Settings) -> int:
+    """The subscriber's own send hour, or the practice's default."""
+    return settings.send_hour if subscriber.send_hour is None else subscriber.send_hour
+
+
+def next_queued_lesson(session: Session, subscriber_id: int) -> Delivery | None:
+    """The lesson waiting to be sent to this subscriber, if any."""
+    return session.scalars(
+        select(Delivery).where(
+            Delivery.subscriber_id == subscriber_id,
+            Delivery.kind == DeliveryKind.LESSON,
+            Delivery.status == DeliveryStatus.QUEUED,
+        )
+    ).first()
+
+
+def last_lesson_sent_at(session: Session, subscriber_id: int) -> datetime | None:
+    """When the most recent lesson went out to this subscriber."""
+    return session.scalar(
+        select(func.max(Delivery.sent_at)).where(
+            Delivery.subscriber_id == subscriber_id,
+            Delivery.kind == DeliveryKind.LESSON,
+            Delivery.status == DeliveryStatus.SENT,
+        )
     )

@@ -1,0 +1,85 @@
+"""A reader's own data: export it as JSON, or erase it for good.
+
+Functions take a session and never commit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from course.models import Delivery, Event, LessonProgress, Subscriber
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
+    """Everything stored about this subscriber, in plain JSON-ready form."""
+    deliveries = session.scalars(
+        select(Delivery).where(Delivery.subscriber_id == subscriber.id).order_by(Delivery.id)
+    )
+    progress = session.scalars(
+        select(LessonProgress)
+        .where(LessonProgress.subscriber_id == subscriber.id)
+        .order_by(LessonProgress.lesson)
+    )
+    events = session.scalars(
+        select(Event).where(Event.subscriber_id == subscriber.id).order_by(Event.id)
+    )
+    return {
+        "subscriber": {
+            "email": subscriber.email,
+            "name": subscriber.name,
+            "timezone": subscriber.timezone,
+            "send_hour": subscriber.send_hour,
+            "source": subscriber.source,
+            "status": subscriber.status,
+            "signed_up_at": _iso(subscriber.created_at),
+            "confirmed_at": _iso(subscriber.confirmed_at),
+            "completed_at": _iso(subscriber.completed_at),
+            "unsubscribed_at": _iso(subscriber.unsubscribed_at),
+        },
+        "emails": [
+            {
+                "kind": d.kind,
+                "number": d.number,
+                "status": d.status,
+                "sent_at": _iso(d.sent_at),
+            }
+            for d in deliveries
+        ],
+        "lessons": [
+            {
+                "lesson": p.lesson,
+                "done_at": _iso(p.done_at),
+                "checkin": p.checkin,
+                "checkin_at": _iso(p.checkin_at),
+                "note": p.note,
+                "note_at": _iso(p.note_at),
+            }
+            for p in progress
+        ],
+        "events": [
+            {"kind": e.kind, "lesson": e.lesson, "value": e.value, "at": _iso(e.created_at)}
+            for e in events
+        ],
+    }
+
+
+def erase(session: Session, subscriber: Subscriber) -> None:
+    """Delete the subscriber and everything personal about them.
+
+    Their deliveries and progress (with notes) go with the row. Their events stay only as
+    anonymous counts: the link to the subscriber is removed; what is left (a lesson number,
+    a check-in answer, a time) no longer points to anyone.
+    """
+    session.execute(
+        update(Event).where(Event.subscriber_id == subscriber.id).values(subscriber_id=None)
+    )
+    session.delete(subscriber)
+    session.flush()

@@ -1,0 +1,457 @@
+"""The reader's one-click links from the emails, and their progress page.
+
+Every URL carries a signed token (``course.tokens``) naming the subscriber by public id.
+A token is the reader's key to these pages, so the forms here need no CSRF token: a
+forged request would need the signed token itself. See ``course.progress`` for how a mail
+scanner's prefetch is kept from recording anything.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from course.app import state
+from course.models import (
+    CheckIn,
+    Delivery,
+    DeliveryKind,
+    DeliveryStatus,
+    EventKind,
+    LessonProgress,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+from course.privacy import erase, export_data
+from course.progress import (
+    MAX_NOTE,
+    check_in,
+    mark_done,
+    record_link_click,
+    save_note,
+    scan_in_progress,
+)
+from course.render import add_query
+from course.subscriptions import (
+    by_public_id,
+    known_timezones,
+    next_queued_lesson,
+    pause,
+    resume,
+    send_hour_of,
+    set_schedule,
+    unsubscribe,
+)
+from course.tokens import InvalidToken
+from course.web.errors import error_response
+
+bp = Blueprint("links", __name__)
+
+BAD_LINK = (
+    "This link isn't valid. It may have been copied only in part. Please use the link "
+    "exactly as it appears in your email."
+)
+GONE = "We couldn't find your course. Your data may have been deleted."
+
+
+class LinkError(Exception):
+    """A link that cannot be used; carries the response to send."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+
+
+@bp.errorhandler(LinkError)
+def _link_error(exc: LinkError) -> ResponseReturnValue:
+    return error_response(exc.status, exc.message)
+
+
+def _resolve(
+    session: Session, purpose: str, token: str, with_lesson: bool
+) -> tuple[Subscriber, int]:
+    """The subscriber (and lesson day) a token points at, or a :class:`LinkError`."""
+    try:
+        payload = state().signer.loads(purpose, token)
+    except InvalidToken:
+        raise LinkError(400, BAD_LINK) from None
+    lesson = 0
+    if with_lesson:
+        if len(payload) < 2 or not isinstance(payload[1], int) or payload[1] < 1:
+            raise LinkError(400, BAD_LINK)
+        lesson = payload[1]
+    subscriber = by_public_id(session, payload[0])
+    if subscriber is None:
+        raise LinkError(404, GONE)
+    return subscriber, lesson
+
+
+def _answer(token: str) -> CheckIn:
+    payload = state().signer.loads("checkin", token)
+    try:
+        return CheckIn(payload[2])
+    except (IndexError, ValueError):
+        raise LinkError(400, BAD_LINK) from None
+
+
+def _tokens(subscriber: Subscriber, lesson: int | None = None) -> dict[str, str]:
+    """Tokens for the links a page shows."""
+    signer = state().signer
+    pid = subscriber.public_id
+    tokens = {
+        "progress": signer.dumps("progress", pid),
+        "unsubscribe": signer.dumps("unsubscribe", pid),
+        "pause": signer.dumps("pause", pid),
+    }
+    if lesson:
+        tokens["done"] = signer.dumps("done", pid, lesson)
+        tokens["view"] = signer.dumps("view", pid, lesson)
+        tokens["book"] = signer.dumps("book", pid, lesson)
+        for answer in CheckIn:
+            tokens[f"checkin_{answer.value}"] = signer.dumps("checkin", pid, lesson, answer.value)
+    return tokens
+
+
+def _was_sent(session: Session, subscriber: Subscriber, lesson: int) -> bool:
+    return (
+        session.scalar(
+            select(Delivery.id).where(
+                Delivery.subscriber_id == subscriber.id,
+                Delivery.kind == DeliveryKind.LESSON,
+                Delivery.number == lesson,
+                Delivery.status == DeliveryStatus.SENT,
+            )
+        )
+        is not None
+    )
+
+
+def _progress(session: Session, subscriber: Subscriber, lesson: int) -> LessonProgress | None:
+    return session.scalars(
+        select(LessonProgress).where(
+            LessonProgress.subscriber_id == subscriber.id, LessonProgress.lesson == lesson
+        )
+    ).first()
+
+
+def _lesson_title(lesson: int) -> str:
+    found = state().lessons.current().get(lesson)
+    return found.title if found else f"Lesson {lesson}"
+
+
+def _records() -> bool:
+    """HEAD requests (link checkers, previews) never record anything."""
+    return request.method != "HEAD"
+
+
+# -- done and check-in ---------------------------------------------------------------------
+
+
+@bp.route("/done/<token>", methods=["GET", "POST"])
+def done(token: str) -> ResponseReturnValue:
+    """'I did today's exercise'."""
+    course = state()
+    with course.sessions() as session, session.begin():
+        subscriber, lesson = _resolve(session, "done", token, with_lesson=True)
+        now = utcnow()
+        if request.method == "POST":
+            mark_done(session, subscriber, lesson, now)
+            recorded = True
+        elif _records():
+            recorded = record_link_click(session, subscriber, lesson, EventKind.DONE, now)
+        else:
+            recorded = False
+        row = _progress(session, subscriber, lesson)
+        return render_template(
+            "web/done.html",
+            recorded=recorded or bool(row and row.done_at),
+            lesson=lesson,
+            title=_lesson_title(lesson),
+            progress=row,
+            answers=list(CheckIn),
+            tokens=_tokens(subscriber, lesson),
+        )
+
+
+@bp.route("/checkin/<token>", methods=["GET", "POST"])
+def checkin(token: str) -> ResponseReturnValue:
+    """'How did today's lesson land?': one click records it; the page takes an optional note."""
+    course = state()
+    with course.sessions() as session, session.begin():
+        subscriber, lesson = _resolve(session, "checkin", token, with_lesson=True)
+        now = utcnow()
+        errors: dict[str, str] = {}
+        saved = False
+        if request.method == "POST":
+            answer_raw = request.form.get("answer")
+            note = request.form.get("note")
+            if answer_raw is not None:
+                try:
+                    check_in(session, subscriber, lesson, CheckIn(answer_raw), now)
+                    saved = True
+                except ValueError:
+                    errors["answer"] = "Please choose one of the three answers."
+            if note is not None:
+                note = note.replace("\x00", "").strip()
+                if len(note) > MAX_NOTE:
+                    errors["note"] = f"Please keep the note under {MAX_NOTE} characters."
+                else:
+                    save_note(session, subscriber, lesson, note, now)
+                    saved = True
+            if errors:
+                saved = False
+        elif _records():
+            record_link_click(
+                session, subscriber, lesson, EventKind.CHECKIN, now, _answer(token).value
+            )
+        row = _progress(session, subscriber, lesson)
+        scanned = scan_in_progress(session, subscriber, lesson, now)
+        return (
+            render_template(
+                "web/checkin.html",
+                lesson=lesson,
+                title=_lesson_title(lesson),
+                progress=row,
+                current=CheckIn(row.checkin) if row and row.checkin else None,
+                scanned=scanned and not (row and row.checkin),
+                saved=saved,
+                errors=errors,
+                answers=list(CheckIn),
+                max_note=MAX_NOTE,
+                tokens=_tokens(subscriber, lesson),
+                token=token,
+            ),
+            400 if errors else 200,
+        )
+
+
+# -- view in browser and booking -----------------------------------------------------------
+
+
+@bp.get("/view/<token>")
+def view(token: str) -> ResponseReturnValue:
+    """The lesson as a web page (only lessons this reader has received)."""
+    course = state()
+    with course.sessions() as session, session.begin():
+        subscriber, lesson = _resolve(session, "view", token, with_lesson=True)
+        found = course.lessons.current().get(lesson)
+        if found is None or not _was_sent(session, subscriber, lesson):
+            raise LinkError(404, "This lesson isn't available yet.")
+        if _records():
+            record_link_click(session, subscriber, lesson, EventKind.VIEW, utcnow())
+        return render_template(
+            "web/lesson.html",
+            lesson=found,
+            total=course.lessons.current().total,
+            name=subscriber.name,
+            answers=list(CheckIn),
+            tokens=_tokens(subscriber, lesson),
+        )
+
+
+@bp.get("/book/<token>")
+def book(token: str) -> ResponseReturnValue:
+    """Record a booking click for the lesson, then go to the practice's booking page."""
+    course = state()
+    with course.sessions() as session, session.begin():
+        _subscriber, lesson = _resolve(session, "book", token, with_lesson=True)
+        if _records():
+            record_link_click(session, _subscriber, lesson, EventKind.BOOK, utcnow())
+    target = add_query(
+        course.settings.booking_url,
+        {"utm_source": "course", "utm_medium": "email", "utm_campaign": f"lesson-{lesson}"},
+    )
+    return redirect(target, code=302)
+
+
+# -- pause and unsubscribe -----------------------------------------------------------------
+
+
+@bp.route("/pause/<token>", methods=["GET", "POST"])
+def pause_link(token: str) -> ResponseReturnValue:
+    """'Pause the course': GET asks, POST pauses (a prefetch cannot pause anyone)."""
+    course = state()
+    with course.sessions() as session, session.begin():
+        subscriber, _ = _resolve(session, "pause", token, with_lesson=False)
+        done_now = False
+        if request.method == "POST":
+            done_now = pause(session, subscriber, utcnow())
+        return render_template(
+            "web/pause.html",
+            status=subscriber.status,
+            statuses=SubscriberStatus,
+            paused_now=done_now,
+            tokens=_tokens(subscriber),
+        )
+
+
+@bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
+def unsubscribe_link(token: str) -> ResponseReturnValue:
+    """GET shows one button; POST unsubscribes (also RFC 8058 one-click from mail apps)."""
+    course = state()
+    with course.sessions() as session, session.begin():
+        subscriber, _ = _resolve(session, "unsubscribe", token, with_lesson=False)
+        if request.method == "POST":
+            one_click = request.form.get("List-Unsubscribe") == "One-Click"
+            unsubscribe(session, subscriber, utcnow(), via="one-click" if one_click else "page")
+        return render_template(
+            "web/unsubscribe.html",
+            status=subscriber.status,
+            statuses=SubscriberStatus,
+            tokens=_tokens(subscriber),
+        )
+
+
+# -- progress page -------------------------------------------------------------------------
+
+
+def local_time(value: datetime | None, tz: str) -> str:
+    """A time as the reader reads it: 'Thursday 27 November, 08:00'."""
+    if value is None:
+        return ""
+    local = value.astimezone(ZoneInfo(tz))
+    return f"{local:%A} {local.day} {local:%B}, {local:%H:%M}"
+
+
+def _timeline(session: Session, subscriber: Subscriber, total: int) -> list[dict[str, Any]]:
+    sent = {
+        d.number: d.sent_at
+        for d in session.scalars(
+            select(Delivery).where(
+                Delivery.subscriber_id == subscriber.id,
+                Delivery.kind == DeliveryKind.LESSON,
+                Delivery.status == DeliveryStatus.SENT,
+            )
+        )
+    }
+    progress = {
+        p.lesson: p
+        for p in session.scalars(
+            select(LessonProgress).where(LessonProgress.subscriber_id == subscriber.id)
+        )
+    }
+    rows = []
+    for lesson in range(1, total + 1):
+        row = progress.get(lesson)
+        rows.append(
+            {
+                "lesson": lesson,
+                "title": _lesson_title(lesson),
+                "sent_at": local_time(sent.get(lesson), subscriber.timezone),
+                "received": lesson in sent,
+                "done": bool(row and row.done_at),
+                "checkin": CheckIn(row.checkin).label if row and row.checkin else None,
+                "checkin_at": local_time(row.checkin_at, subscriber.timezone) if row else "",
+                "note": bool(row and row.note),
+                "view_token": state().signer.dumps("view", subscriber.public_id, lesson),
+            }
+        )
+    return rows
+
+
+def _progress_page(session: Session, subscriber: Subscriber, **extra: Any) -> str:
+    course = state()
+    total = course.lessons.current().total
+    queued = next_queued_lesson(session, subscriber.id)
+    return render_template(
+        "web/progress.html",
+        subscriber=subscriber,
+        statuses=SubscriberStatus,
+        timeline=_timeline(session, subscriber, total),
+        next_lesson=queued.number if queued else None,
+        next_at=local_time(max(queued.due_at, utcnow()), subscriber.timezone) if queued else "",
+        send_hour=send_hour_of(subscriber, course.settings),
+        zones=sorted(known_timezones()),
+        tokens=_tokens(subscriber),
+        **extra,
+    )
+
+
+@bp.get("/me/<token>")
+def progress(token: str) -> ResponseReturnValue:
+    """The reader's own page: what arrived, what they did, what comes next, and controls."""
+    with state().sessions() as session, session.begin():
+        subscriber, _ = _resolve(session, "progress", token, with_lesson=False)
+        return _progress_page(session, subscriber)
+
+
+@bp.post("/me/<token>/pause")
+def progress_pause(token: str) -> ResponseReturnValue:
+    with state().sessions() as session, session.begin():
+        subscriber, _ = _resolve(session, "progress", token, with_lesson=False)
+        pause(session, subscriber, utcnow())
+    return redirect(url_for("links.progress", token=token, _anchor="status"), code=303)
+
+
+@bp.post("/me/<token>/resume")
+def progress_resume(token: str) -> ResponseReturnValue:
+    course = state()
+    with course.sessions() as session, session.begin():
+        subscriber, _ = _resolve(session, "progress", token, with_lesson=False)
+        resume(
+            session,
+            subscriber,
+            utcnow(),
+            settings=course.settings,
+            total=course.lessons.current().total,
+        )
+    return redirect(url_for("links.progress", token=token, _anchor="status"), code=303)
+
+
+@bp.post("/me/<token>/schedule")
+def progress_schedule(token: str) -> ResponseReturnValue:
+    """Change the send hour and time zone."""
+    course = state()
+    with course.sessions() as session, session.begin():
+        subscriber, _ = _resolve(session, "progress", token, with_lesson=False)
+        errors: dict[str, str] = {}
+        hour_raw = request.form.get("send_hour", "")
+        tz = request.form.get("timezone", "")
+        hour = int(hour_raw) if hour_raw.isdigit() and int(hour_raw) <= 23 else None
+        if hour is None:
+            errors["send_hour"] = "Please choose an hour between 0 and 23."
+        if tz not in known_timezones():
+            errors["timezone"] = "Please choose a time zone from the list."
+        if errors:
+            return _progress_page(session, subscriber, errors=errors), 400
+        assert hour is not None
+        set_schedule(
+            session, subscriber, utcnow(), send_hour=hour, timezone=tz, settings=course.settings
+        )
+    return redirect(
+        url_for("links.progress", token=token, saved="schedule", _anchor="when"), code=303
+    )
+
+
+@bp.get("/me/<token>/data.json")
+def progress_data(token: str) -> ResponseReturnValue:
+    """Download everything stored about the reader, as JSON."""
+    with state().sessions() as session, session.begin():
+        subscriber, _ = _resolve(session, "progress", token, with_lesson=False)
+        data = export_data(session, subscriber)
+    return Response(
+        json.dumps(data, indent=2, ensure_ascii=False),
+        mimetype="application/json",
+        headers={"Content-Disposition": 'attachment; filename="my-course-data.json"'},
+    )
+
+
+@bp.route("/me/<token>/delete", methods=["GET", "POST"])
+def progress_delete(token: str) -> ResponseReturnValue:
+    """Delete everything for good, after a confirmation step."""
+    with state().sessions() as session, session.begin():
+        subscriber, _ = _resolve(session, "progress", token, with_lesson=False)
+        if request.method == "GET":
+            return render_template("web/delete.html", tokens=_tokens(subscriber))
+        if request.form.get("confirm") != "yes":
+            return render_template("web/delete.html", tokens=_tokens(subscriber), error=True), 400
+        erase(session, subscriber)
+    return render_template("web/deleted.html")
