@@ -1,0 +1,230 @@
+"""End to end in headless Chromium: the reader's whole journey against a real `course run`.
+
+Uses Debian's Chromium (/usr/bin/chromium) through Playwright; no browser is downloaded.
+Screenshots of each page are saved under tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+from urllib.request import urlopen
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(url: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {seconds} s")
+
+
+class _BookingPage(BaseHTTPRequestHandler):
+    """Stands in for the practice's booking site."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = b"<!doctype html><title>Book</title><h1>Booking page</h1>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def booking_site() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BookingPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/book"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def live_app(tmp_path: Path, booking_site: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """`course run` in a subprocess, as `make run` starts it, on a fresh database."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COURSE_")}
+    env.update(
+        COURSE_ENV="development",
+        COURSE_DATABASE_URL=f"sqlite:///{tmp_path / 'course.db'}",
+        COURSE_MAIL_URL=f"outbox:{tmp_path / 'outbox'}",
+        COURSE_SECRET_KEY="browser-test-secret-key-0123456789abcdef",
+        COURSE_BASE_URL=base,
+        COURSE_BOOKING_URL=booking_site,
+        COURSE_PRACTICE_NAME="Harbor Therapy",
+        COURSE_TICK_SECONDS="0.5",
+        COURSE_LESSON_INTERVAL="3600",
+    )
+    course = str(Path(sys.executable).parent / "course")
+    subprocess.run([course, "db", "upgrade"], env=env, check=True, capture_output=True)
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [course, "run", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        _wait_for(base + "/")
+        yield base, env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture
+def browser_page() -> Iterator[object]:
+    if not os.path.exists(CHROMIUM):
+        message = (
+            f"Chromium is not installed at {CHROMIUM}. Install it with "
+            "`apt-get install -y chromium` (Debian's package; no browser download is needed)."
+        )
+        if os.environ.get("COURSE_REQUIRE_BROWSER"):
+            pytest.fail(message + " COURSE_REQUIRE_BROWSER is set.")
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        context = browser.new_context(viewport={"width": 390, "height": 844})  # a phone
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        yield page
+        context.close()
+        browser.close()
+
+
+def shot(page: object, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def open_newest_mail(page: object, base: str, subject_part: str, timeout: float = 20) -> str:
+    """Open the newest outbox message whose subject contains ``subject_part``; its text part."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page.goto(base + "/dev/outbox")  # type: ignore[attr-defined]
+        link = page.get_by_role("link", name=re.compile(subject_part))  # type: ignore[attr-defined]
+        if link.count():
+            link.first.click()
+            return str(page.locator("pre.text-part").inner_text())  # type: ignore[attr-defined]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no mail with {subject_part!r} in the outbox")
+        time.sleep(0.5)
+
+
+def find(text: str, path: str) -> str:
+    match = re.search(rf"http://127\.0\.0\.1:\d+/{path}/\S+", text)
+    assert match, f"no {path} link"
+    return match.group(0)
+
+
+def test_the_readers_whole_journey(
+    live_app: tuple[str, dict[str, str]], browser_page: object, booking_site: str
+) -> None:
+    from playwright.sync_api import expect
+
+    base, _env = live_app
+    page = browser_page
+
+    # Sign up on the hosted page.
+    page.goto(base + "/")  # type: ignore[attr-defined]
+    shot(page, "01-signup")
+    page.get_by_label("Your email address").fill("reader@example.com")  # type: ignore[attr-defined]
+    page.get_by_label(re.compile("Your first name")).fill("Robin")  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Start the free course").click()  # type: ignore[attr-defined]
+    expect(page.get_by_role("heading", name="Almost there")).to_be_visible()  # type: ignore[attr-defined]
+    shot(page, "02-thanks")
+
+    # Confirm from the outbox.
+    confirmation = open_newest_mail(page, base, "confirm")
+    shot(page, "03-confirmation-mail")
+    page.goto(find(confirmation, "confirm"))  # type: ignore[attr-defined]
+    expect(page.get_by_role("heading", name=re.compile("You're in"))).to_be_visible()  # type: ignore[attr-defined]
+    shot(page, "04-confirmed")
+
+    # Lesson 1 arrives.
+    lesson = open_newest_mail(page, base, "Day 1 of 5")
+    shot(page, "05-lesson-1-mail")
+    assert "Hi Robin," in lesson
+
+    # Check in with one click, then mark the exercise done.
+    page.goto(find(lesson, "checkin"))  # type: ignore[attr-defined]
+    expect(page.get_by_role("status")).to_contain_text("Lighter")  # type: ignore[attr-defined]
+    page.get_by_label(re.compile("Only you")).fill("Felt calmer after writing.")  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Save note").click()  # type: ignore[attr-defined]
+    expect(page.get_by_text("Saved.")).to_be_visible()  # type: ignore[attr-defined]
+    shot(page, "06-checkin")
+    page.goto(find(lesson, "done"))  # type: ignore[attr-defined]
+    expect(page.get_by_role("heading", name="Well done.")).to_be_visible()  # type: ignore[attr-defined]
+    shot(page, "07-done")
+
+    # The progress page; pause and resume.
+    page.goto(find(lesson, "me"))  # type: ignore[attr-defined]
+    expect(page.get_by_text("Check-in: Lighter")).to_be_visible()  # type: ignore[attr-defined]
+    expect(page.get_by_text("✓ Exercise done")).to_be_visible()  # type: ignore[attr-defined]
+    shot(page, "08-progress")
+    page.get_by_role("button", name="Pause the course").click()  # type: ignore[attr-defined]
+    expect(page.get_by_text("Your course is paused.")).to_be_visible()  # type: ignore[attr-defined]
+    shot(page, "09-paused")
+    page.get_by_role("button", name="Resume the course").click()  # type: ignore[attr-defined]
+    expect(page.get_by_text(re.compile("Lesson 2 arrives on"))).to_be_visible()  # type: ignore[attr-defined]
+    shot(page, "10-resumed")
+
+    # Book a session: lands on the practice's booking page with the UTM parameters.
+    page.goto(find(lesson, "book"))  # type: ignore[attr-defined]
+    expect(page.get_by_role("heading", name="Booking page")).to_be_visible()  # type: ignore[attr-defined]
+    landed = urlsplit(page.url)  # type: ignore[attr-defined]
+    assert f"{landed.scheme}://{landed.netloc}{landed.path}" == booking_site
+    assert parse_qs(landed.query) == {
+        "utm_source": ["course"],
+        "utm_medium": ["email"],
+        "utm_campaign": ["lesson-1"],
+    }
+    shot(page, "11-booking")
+
+    # Unsubscribe: the page asks, one button does it.
+    page.goto(find(lesson, "unsubscribe"))  # type: ignore[attr-defined]
+    shot(page, "12-unsubscribe-ask")
+    page.get_by_role("button", name="Unsubscribe").click()  # type: ignore[attr-defined]
+    expect(page.get_by_role("heading", name="You're unsubscribed.")).to_be_visible()  # type: ignore[attr-defined]
+    shot(page, "13-unsubscribed")
