@@ -219,6 +219,20 @@ class Event(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
+class Operator(Base):
+    """A person at the practice who may use the admin pages."""
+
+    __tablename__ = "operators"
+    __table_args__ = (Index("uq_operators_email_lower", func.lower(text("email")), unique=True),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class SchedulerTick(Base):
     """The last tick of each sender process, for health checks and the dashboard."""
 

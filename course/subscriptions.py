@@ -288,7 +288,15 @@ def pause(
         return False
     subscriber.status = SubscriberStatus.PAUSED
     _cancel_queued(session, subscriber, (DeliveryKind.LESSON,))
-    record_event(session, subscriber, EventKind.PAUSE, now, via=via, operator_id=operator_id)
+    record_event(
+        session,
+        subscriber,
+        EventKind.PAUSE,
+        now,
+        via=via,
+        operator_id=operator_id,
+        lesson=lessons_sent(session, subscriber.id) or None,
+    )
     return True
 
 
