@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, current_app
@@ -54,8 +55,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update(test_config)
     resolve_instance_paths(app.config, app.instance_path)
     settings = settings_from_config(app.config)
+    configure_cookies(app, settings)
     register_extensions(app, settings)
     register_blueprints(app, settings)
+    register_rate_limits(app)
     register_errorhandlers(app)
     register_commands(app)
 
@@ -66,8 +69,31 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
+def configure_cookies(app: Flask, settings: Settings) -> None:
+    """Session cookies (used only by the admin): HttpOnly, SameSite, Secure over https."""
+    secure = settings.base_url.startswith("https://")
+    app.config.update(
+        SESSION_COOKIE_NAME="course_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=secure,
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=secure,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
+        WTF_CSRF_TIME_LIMIT=8 * 3600,
+        RATELIMIT_STORAGE_URI=app.config.get("RATELIMIT_STORAGE_URL") or "memory://",
+        RATELIMIT_HEADERS_ENABLED=True,
+    )
+
+
 def register_extensions(app: Flask, settings: Settings) -> None:
-    """Database engine, session factory and link signer."""
+    """Database engine, session factory, link signer, login, CSRF and rate limits."""
+    from flask_limiter import Limiter
+    from flask_limiter.util import get_remote_address
+
+    from course.extensions import csrf, login_manager
+
     engine = make_engine(settings.database_url)
     app.extensions["course"] = CourseState(
         settings=settings,
@@ -78,14 +104,43 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     )
     # Flask's own signed cookies verify with the same fallback keys.
     app.config["SECRET_KEY_FALLBACKS"] = list(settings.secret_keys[:-1])
+    # No app-wide context processor: only admin pages need ``current_user`` (the admin
+    # blueprint provides it), and loading it on reader pages would open a second database
+    # session while the page's own transaction is still open.
+    login_manager.init_app(app, add_context_processor=False)
+    csrf.init_app(app)
+    # One limiter per app (not a module global), so each app has its own store: tests and
+    # several apps in one process never share counters by accident.
+    app.extensions["course_limiter"] = Limiter(get_remote_address, app=app)
+
+
+def register_rate_limits(app: Flask) -> None:
+    """Attach rate limits to endpoints (here, so the limiter can be per app)."""
+    from course.web.admin import LOGIN_LIMITS
+
+    limiter = app.extensions["course_limiter"]
+    for endpoint, limits in {"admin.login": LOGIN_LIMITS}.items():
+        view = app.view_functions[endpoint]
+        for limit in limits:
+            view = limiter.limit(
+                limit.value, key_func=limit.key, methods=["POST"], scope=limit.scope
+            )(view)
+        app.view_functions[endpoint] = view
 
 
 def register_blueprints(app: Flask, settings: Settings) -> None:
     """Public pages always; the outbox viewer only while mail goes to the outbox folder."""
-    from course.web import links, public
+    from course.extensions import csrf
+    from course.web import admin, links, public
 
     app.register_blueprint(public.bp)
+    # The reader's pages are reached through signed links: the token in the URL is the
+    # credential, so a cross-site request cannot forge one and CSRF tokens are not needed
+    # (RFC 8058 one-click unsubscribe must work without cookies or tokens anyway).
+    csrf.exempt(links.bp)
     app.register_blueprint(links.bp)
+    app.register_blueprint(admin.bp)
+    csrf.exempt(public.bp)  # signup is public and double opt-in; see issue #6 hardening
     if settings.mail_url.startswith("outbox:"):
         from course.web import dev
 

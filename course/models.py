@@ -87,6 +87,8 @@ class DeliveryKind(enum.StrEnum):
 class DeliveryStatus(enum.StrEnum):
     QUEUED = "queued"  # waiting for due_at; while claimed, due_at is the lease's end
     SENT = "sent"  # the SMTP server accepted it
+    # "Has this reader received lesson n" is ``sent_at IS NOT NULL``, not ``status == sent``:
+    # an operator's re-send puts a sent row back in the queue but it stays received.
     FAILED = "failed"  # gave up: permanent rejection or retries exhausted
     CANCELLED = "cancelled"  # the subscriber left or paused before it went out
 
@@ -146,6 +148,9 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     first_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # retry window start
+    # How many times an operator asked to send this again. Part of the Message-ID, so a
+    # deliberate re-send is not hidden by mail apps as a duplicate of the first copy.
+    generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -199,6 +204,9 @@ class EventKind(enum.StrEnum):
     VIEW = "view"
     SCHEDULE = "schedule"  # send hour or time zone changed
     LINK_SCAN = "link_scan"  # a mail scanner fetched the links; its clicks were discarded
+    RESEND = "resend"  # an operator re-sent a lesson
+    EXPORT = "export"  # data exported (by the reader or an operator)
+    ERASE = "erase"  # an operator erased a subscriber (the event itself is anonymous)
 
 
 class Event(Base):

@@ -191,12 +191,22 @@ class Renderer:
         }
         return {slot: makers[slot]() for slot in slots if slot in makers}
 
-    def message_id(self, kind: str, number: int, public_id: str) -> str:
-        """The same Message-ID for the same reader and email, so a resend can be deduplicated."""
-        return f"<{kind}-{number}.{public_id}@{self.settings.mail_domain}>"
+    def message_id(self, kind: str, number: int, public_id: str, generation: int = 0) -> str:
+        """The same Message-ID for the same reader and email, so a resend can be deduplicated.
+
+        An operator's deliberate re-send (``generation`` > 0) gets its own id.
+        """
+        again = f"-r{generation}" if generation else ""
+        return f"<{kind}-{number}{again}.{public_id}@{self.settings.mail_domain}>"
 
     def build(
-        self, kind: str, number: int, reader: Reader, lessons: LessonSet, now: datetime
+        self,
+        kind: str,
+        number: int,
+        reader: Reader,
+        lessons: LessonSet,
+        now: datetime,
+        generation: int = 0,
     ) -> bytes:
         """The finished message as CRLF bytes, ready for SMTP."""
         compiled = self.compiled(kind, number, lessons)
@@ -210,7 +220,7 @@ class Renderer:
         msg["To"] = Address(display_name=reader.name or "", username=local, domain=domain)
         msg["Subject"] = compiled.subject
         msg["Date"] = format_datetime(now)
-        msg["Message-ID"] = self.message_id(kind, number, reader.public_id)
+        msg["Message-ID"] = self.message_id(kind, number, reader.public_id, generation)
         msg["List-Unsubscribe"] = f"<{values['unsubscribe_url']}>"
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         msg["Auto-Submitted"] = "auto-generated"

@@ -102,7 +102,7 @@ def funnel(session: Session, filters: Filters, total: int) -> list[FunnelStep]:
             select(Delivery.number, func.count(func.distinct(Delivery.subscriber_id)))
             .where(
                 Delivery.kind == DeliveryKind.LESSON,
-                Delivery.status == DeliveryStatus.SENT,
+                Delivery.sent_at.is_not(None),
                 Delivery.subscriber_id.in_(ids),
             )
             .group_by(Delivery.number)
@@ -151,7 +151,7 @@ def per_lesson(
         select(Delivery.number, func.count())
         .where(
             Delivery.kind == DeliveryKind.LESSON,
-            Delivery.status == DeliveryStatus.SENT,
+            Delivery.sent_at.is_not(None),
             Delivery.subscriber_id.in_(ids),
         )
         .group_by(Delivery.number)

@@ -66,7 +66,8 @@ BROKEN_LESSON_WAIT = timedelta(minutes=5)
 #: Which subscriber states may still receive which kind of email.
 _MAY_RECEIVE = {
     DeliveryKind.CONFIRM: {SubscriberStatus.PENDING},
-    DeliveryKind.LESSON: {SubscriberStatus.ACTIVE},
+    # COMPLETED: only an operator's re-send of a lesson is ever queued for them.
+    DeliveryKind.LESSON: {SubscriberStatus.ACTIVE, SubscriberStatus.COMPLETED},
 }
 
 
@@ -224,7 +225,9 @@ class Sender:
             reader = Reader(subscriber.public_id, subscriber.email, subscriber.name)
             now = self.clock()
             try:
-                message = self.renderer.build(kind, number, reader, lessons, now)
+                message = self.renderer.build(
+                    kind, number, reader, lessons, now, generation=delivery.generation
+                )
             except LookupError as exc:
                 # The lesson file is broken or missing: wait for the practice to fix it
                 # rather than skip a lesson. Other lessons keep going out.
@@ -256,8 +259,8 @@ class Sender:
             delivery.attempts += 1
             delivery.last_error = None
             subscriber = delivery.subscriber
-            if delivery.kind != DeliveryKind.LESSON:
-                return
+            if delivery.kind != DeliveryKind.LESSON or delivery.generation > 0:
+                return  # a confirmation, or an operator's re-send: the course moves on as is
             if delivery.number >= total:
                 if subscriber.status == SubscriberStatus.ACTIVE:
                     subscriber.status = SubscriberStatus.COMPLETED

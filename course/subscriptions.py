@@ -254,7 +254,7 @@ def lessons_sent(session: Session, subscriber_id: int) -> int:
             select(func.max(Delivery.number)).where(
                 Delivery.subscriber_id == subscriber_id,
                 Delivery.kind == DeliveryKind.LESSON,
-                Delivery.status == DeliveryStatus.SENT,
+                Delivery.sent_at.is_not(None),
             )
         )
         or 0
@@ -397,6 +397,42 @@ def last_lesson_sent_at(session: Session, subscriber_id: int) -> datetime | None
         select(func.max(Delivery.sent_at)).where(
             Delivery.subscriber_id == subscriber_id,
             Delivery.kind == DeliveryKind.LESSON,
-            Delivery.status == DeliveryStatus.SENT,
+            Delivery.sent_at.is_not(None),
         )
     )
+
+
+def resend_lesson(
+    session: Session, subscriber: Subscriber, number: int, now: datetime, operator_id: int
+) -> bool:
+    """Queue lesson ``number`` again for now (an operator's action). Only lessons already
+    sent can be re-sent; returns False otherwise."""
+    delivery = session.scalars(
+        select(Delivery).where(
+            Delivery.subscriber_id == subscriber.id,
+            Delivery.kind == DeliveryKind.LESSON,
+            Delivery.number == number,
+            Delivery.status == DeliveryStatus.SENT,
+        )
+    ).first()
+    if delivery is None or subscriber.status not in (
+        SubscriberStatus.ACTIVE,
+        SubscriberStatus.COMPLETED,
+    ):
+        return False
+    delivery.generation += 1
+    delivery.status = DeliveryStatus.QUEUED
+    delivery.due_at = now
+    delivery.attempts = 0
+    delivery.first_failed_at = None
+    delivery.claimed_by = None
+    record_event(
+        session,
+        subscriber,
+        EventKind.RESEND,
+        now,
+        lesson=number,
+        via="admin",
+        operator_id=operator_id,
+    )
+    return True

@@ -23,7 +23,6 @@ from course.models import (
     CheckIn,
     Delivery,
     DeliveryKind,
-    DeliveryStatus,
     EventKind,
     LessonProgress,
     Subscriber,
@@ -127,7 +126,7 @@ def _was_sent(session: Session, subscriber: Subscriber, lesson: int) -> bool:
                 Delivery.subscriber_id == subscriber.id,
                 Delivery.kind == DeliveryKind.LESSON,
                 Delivery.number == lesson,
-                Delivery.status == DeliveryStatus.SENT,
+                Delivery.sent_at.is_not(None),
             )
         )
         is not None
@@ -328,7 +327,7 @@ def _timeline(session: Session, subscriber: Subscriber, total: int) -> list[dict
             select(Delivery).where(
                 Delivery.subscriber_id == subscriber.id,
                 Delivery.kind == DeliveryKind.LESSON,
-                Delivery.status == DeliveryStatus.SENT,
+                Delivery.sent_at.is_not(None),
             )
         )
     }

@@ -1,0 +1,447 @@
+"""The practice's side: login, dashboard, subscribers, lessons.
+
+Views stay thin: numbers come from ``course.reports``, state changes from the domain
+modules. Every operator action is recorded as an event with the operator's id.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_login import UserMixin, current_user, login_required, login_user, logout_user
+from flask_wtf import FlaskForm
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+from wtforms import EmailField, PasswordField
+from wtforms.validators import DataRequired, Length
+
+from course.app import state
+from course.extensions import login_manager
+from course.mail import DeliveryError, transport_from_url
+from course.models import (
+    Delivery,
+    Event,
+    EventKind,
+    LessonProgress,
+    Operator,
+    Subscriber,
+    SubscriberStatus,
+    utcnow,
+)
+from course.operators import authenticate
+from course.privacy import erase, export_data
+from course.progress import record_event
+from course.render import Reader, Renderer, envelope_address
+from course.reports import Filters, funnel, health, per_lesson
+from course.subscriptions import pause, resend_lesson, resume, unsubscribe
+from course.web.charts import bar_chart, stacked_bars
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    value: str
+    key: Any = None  # None: the client address
+    scope: str | None = None
+
+
+def _login_email() -> str:
+    return (request.form.get("email") or "").strip().lower()[:320] or "-"
+
+
+#: Per client address, and per account name tried (so a botnet cannot hammer one account).
+LOGIN_LIMITS = (
+    RateLimit("5 per minute;30 per hour"),
+    RateLimit("10 per hour", key=_login_email, scope="login-account"),
+)
+
+
+class AdminUser(UserMixin):
+    """The logged-in operator, as Flask-Login sees it."""
+
+    def __init__(self, operator: Operator) -> None:
+        self.id = str(operator.id)
+        self.operator_id = operator.id
+        self.email = operator.email
+        self.timezone = operator.timezone
+
+
+@login_manager.user_loader
+def _load_user(user_id: str) -> AdminUser | None:
+    if not user_id.isdigit():
+        return None
+    with state().sessions() as session:
+        operator = session.get(Operator, int(user_id))
+        return AdminUser(operator) if operator else None
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1000)])
+
+
+@bp.app_template_filter("optime")
+def operator_time(value: datetime | None) -> str:
+    """A stored UTC time in the operator's time zone."""
+    if value is None:
+        return "—"
+    tz = getattr(current_user, "timezone", None) or state().settings.default_timezone
+    return value.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+
+
+@bp.context_processor
+def _admin_context() -> dict[str, Any]:
+    tz = getattr(current_user, "timezone", None) or state().settings.default_timezone
+    return {"operator_tz": tz, "current_user": current_user}
+
+
+# -- access ---------------------------------------------------------------------------------
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    """Sign in. Rate limited per address and per account (see ``LOGIN_LIMITS``)."""
+    form = LoginForm()
+    error = None
+    if form.validate_on_submit():
+        with state().sessions() as session, session.begin():
+            operator = authenticate(
+                session, form.email.data or "", form.password.data or "", utcnow()
+            )
+            user = AdminUser(operator) if operator else None
+        if user is not None:
+            login_user(user)
+            return redirect(url_for("admin.dashboard"))
+        error = "That email and password don't match an operator account."
+    status = 401 if request.method == "POST" else 200
+    return render_template("web/admin/login.html", form=form, error=error), status
+
+
+@bp.post("/logout")
+@login_required
+def logout() -> ResponseReturnValue:
+    logout_user()
+    return redirect(url_for("admin.login"))
+
+
+# -- dashboard ------------------------------------------------------------------------------
+
+
+def _filters() -> tuple[Filters, dict[str, str]]:
+    errors: dict[str, str] = {}
+
+    def day(name: str) -> date | None:
+        raw = request.args.get(name, "").strip()
+        if not raw:
+            return None
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            errors[name] = "Use a date like 2026-01-31."
+            return None
+
+    source = request.args.get("source", "").strip()[:64] or None
+    return Filters(start=day("from"), end=day("to"), source=source), errors
+
+
+def _lesson_titles() -> tuple[dict[int, str], int]:
+    lessons = state().lessons.current()
+    return {d: lesson.title for d, lesson in lessons.lessons.items()}, lessons.total
+
+
+@bp.get("/")
+@login_required
+def dashboard() -> ResponseReturnValue:
+    """Funnel, per-lesson results and sending health."""
+    course = state()
+    filters, errors = _filters()
+    titles, total = _lesson_titles()
+    with course.sessions() as session:
+        steps = funnel(session, filters, total)
+        lessons = per_lesson(session, filters, titles, total)
+        pulse = health(session, utcnow(), course.settings.tick_seconds)
+        sources = [
+            s
+            for s in session.scalars(
+                select(Subscriber.source).where(Subscriber.source.is_not(None)).distinct()
+            )
+        ]
+    signed_up = steps[0].count or 1
+    return render_template(
+        "web/admin/dashboard.html",
+        steps=steps,
+        signed_up=signed_up,
+        lessons=lessons,
+        health=pulse,
+        filters=filters,
+        errors=errors,
+        sources=sorted(sources),
+        funnel_chart=bar_chart([(s.label, s.count) for s in steps], "Course funnel"),
+        checkin_chart=stacked_bars(
+            [(f"Lesson {ls.lesson}", [ls.checkins[k] for k in ls.checkins]) for ls in lessons],
+            ["Lighter", "About the same", "Stirred things up"],
+            "Check-in answers per lesson",
+        ),
+        lesson_errors=course.lessons.current().errors,
+    )
+
+
+# -- subscribers ----------------------------------------------------------------------------
+
+
+@bp.get("/subscribers")
+@login_required
+def subscribers() -> ResponseReturnValue:
+    """Search by address or name, filter by status, 50 per page."""
+    q = request.args.get("q", "").strip()[:200]
+    status = request.args.get("status", "")
+    page = request.args.get("page", "1")
+    page_no = int(page) if page.isdigit() and 0 < int(page) < 100000 else 1
+    query = select(Subscriber)
+    if q:
+        pattern = (
+            "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        )
+        query = query.where(
+            or_(
+                func.lower(Subscriber.email).like(pattern, escape="\\"),
+                func.lower(Subscriber.name).like(pattern, escape="\\"),
+            )
+        )
+    if status in {s.value for s in SubscriberStatus}:
+        query = query.where(Subscriber.status == status)
+    with state().sessions() as session:
+        count = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+        rows = session.scalars(
+            query.order_by(Subscriber.created_at.desc(), Subscriber.id.desc())
+            .limit(PAGE_SIZE)
+            .offset((page_no - 1) * PAGE_SIZE)
+        ).all()
+    pages = max(1, (count + PAGE_SIZE - 1) // PAGE_SIZE)
+    return render_template(
+        "web/admin/subscribers.html",
+        rows=rows,
+        count=count,
+        q=q,
+        status=status,
+        statuses=list(SubscriberStatus),
+        page=page_no,
+        pages=pages,
+    )
+
+
+def _subscriber(session: Session, public_id: str) -> Subscriber:
+    subscriber = session.scalars(
+        select(Subscriber).where(Subscriber.public_id == public_id[:64])
+    ).first()
+    if subscriber is None:
+        abort(404)
+    return subscriber
+
+
+@bp.get("/subscribers/<public_id>")
+@login_required
+def subscriber_detail(public_id: str) -> ResponseReturnValue:
+    """One subscriber: their timeline of deliveries and events, and actions."""
+    with state().sessions() as session:
+        subscriber = _subscriber(session, public_id)
+        deliveries = session.scalars(
+            select(Delivery).where(Delivery.subscriber_id == subscriber.id).order_by(Delivery.id)
+        ).all()
+        events = session.scalars(
+            select(Event).where(Event.subscriber_id == subscriber.id).order_by(Event.id)
+        ).all()
+        progress = session.scalars(
+            select(LessonProgress)
+            .where(LessonProgress.subscriber_id == subscriber.id)
+            .order_by(LessonProgress.lesson)
+        ).all()
+    timeline = sorted(
+        [("delivery", d.sent_at or d.due_at, d) for d in deliveries]
+        + [("event", e.created_at, e) for e in events],
+        key=lambda item: item[1],
+    )
+    sent_lessons = sorted({d.number for d in deliveries if d.kind == "lesson" and d.sent_at})
+    return render_template(
+        "web/admin/subscriber.html",
+        subscriber=subscriber,
+        timeline=timeline,
+        progress=progress,
+        sent_lessons=sent_lessons,
+        statuses=SubscriberStatus,
+    )
+
+
+@bp.post("/subscribers/<public_id>/<action>")
+@login_required
+def subscriber_action(public_id: str, action: str) -> ResponseReturnValue:
+    """Pause, resume, unsubscribe or re-send a lesson, as this operator."""
+    course = state()
+    operator_id = current_user.operator_id
+    now = utcnow()
+    with course.sessions() as session, session.begin():
+        subscriber = _subscriber(session, public_id)
+        if action == "pause":
+            ok = pause(session, subscriber, now, via="admin", operator_id=operator_id)
+            message = "Paused." if ok else "Only an active course can be paused."
+        elif action == "resume":
+            ok = resume(
+                session,
+                subscriber,
+                now,
+                settings=course.settings,
+                total=course.lessons.current().total,
+                via="admin",
+                operator_id=operator_id,
+            )
+            message = "Resumed: one lesson at the next send hour." if ok else "Not paused."
+        elif action == "unsubscribe":
+            ok = unsubscribe(session, subscriber, now, via="admin", operator_id=operator_id)
+            message = "Unsubscribed." if ok else "Already unsubscribed."
+        elif action == "resend":
+            lesson = request.form.get("lesson", "")
+            ok = lesson.isdigit() and resend_lesson(
+                session, subscriber, int(lesson), now, operator_id
+            )
+            message = (
+                f"Lesson {lesson} will be sent again on the next tick."
+                if ok
+                else "Only a lesson this reader already received can be re-sent."
+            )
+        else:
+            abort(404)
+    flash(message, "notice" if ok else "alert")
+    return redirect(url_for("admin.subscriber_detail", public_id=public_id), code=303)
+
+
+@bp.get("/subscribers/<public_id>/export.json")
+@login_required
+def subscriber_export(public_id: str) -> ResponseReturnValue:
+    """The subscriber's data as JSON (for a data request)."""
+    with state().sessions() as session, session.begin():
+        subscriber = _subscriber(session, public_id)
+        data = export_data(session, subscriber)
+        record_event(
+            session,
+            subscriber,
+            EventKind.EXPORT,
+            utcnow(),
+            via="admin",
+            operator_id=current_user.operator_id,
+        )
+    return Response(
+        json.dumps(data, indent=2, ensure_ascii=False),
+        mimetype="application/json",
+        headers={"Content-Disposition": f'attachment; filename="subscriber-{public_id}.json"'},
+    )
+
+
+@bp.route("/subscribers/<public_id>/erase", methods=["GET", "POST"])
+@login_required
+def subscriber_erase(public_id: str) -> ResponseReturnValue:
+    """Erase a subscriber for good, after a confirmation step."""
+    with state().sessions() as session, session.begin():
+        subscriber = _subscriber(session, public_id)
+        if request.method == "GET" or request.form.get("confirm") != subscriber.email:
+            failed = request.method == "POST"
+            return render_template(
+                "web/admin/erase.html", subscriber=subscriber, failed=failed
+            ), 400 if failed else 200
+        erase(session, subscriber)
+        # The erase itself is recorded without a subscriber: who did it, not to whom.
+        record_event(
+            session,
+            None,
+            EventKind.ERASE,
+            utcnow(),
+            via="admin",
+            operator_id=current_user.operator_id,
+        )
+    flash("The subscriber and their personal data were erased.", "notice")
+    return redirect(url_for("admin.subscribers"), code=303)
+
+
+# -- lessons --------------------------------------------------------------------------------
+
+
+def _renderer() -> Renderer:
+    return Renderer(state().settings, state().signer)
+
+
+SAMPLE_READER = Reader("sample-reader", "reader@example.org", "Sam")
+
+
+@bp.get("/lessons")
+@login_required
+def lessons() -> ResponseReturnValue:
+    """All lesson files, with broken ones and their reasons."""
+    current = state().lessons.current()
+    return render_template(
+        "web/admin/lessons.html",
+        lessons=[current.lessons[d] for d in sorted(current.lessons)],
+        errors=current.errors,
+        total=current.total,
+    )
+
+
+@bp.get("/lessons/<int:day>")
+@login_required
+def lesson_detail(day: int) -> ResponseReturnValue:
+    """A lesson rendered as a reader gets it: HTML (sandboxed) and text."""
+    current = state().lessons.current()
+    lesson = current.get(day)
+    if lesson is None:
+        abort(404)
+    renderer = _renderer()
+    try:
+        compiled = renderer.compiled("lesson", day, current)
+    except Exception as exc:  # a template error must show as a message, not a 500
+        return render_template("web/admin/lesson.html", lesson=lesson, error=str(exc)), 200
+    html, text = compiled.fill(renderer.slot_values(compiled.slots, SAMPLE_READER, "lesson", day))
+    return render_template(
+        "web/admin/lesson.html",
+        lesson=lesson,
+        subject=compiled.subject,
+        html=html,
+        text=text,
+        error=None,
+    )
+
+
+@bp.post("/lessons/<int:day>/test")
+@login_required
+def lesson_test(day: int) -> ResponseReturnValue:
+    """Send this lesson to the operator's own address, now."""
+    course = state()
+    current = course.lessons.current()
+    if current.get(day) is None:
+        abort(404)
+    renderer = _renderer()
+    reader = Reader(SAMPLE_READER.public_id, current_user.email, None)
+    try:
+        message = renderer.build("lesson", day, reader, current, utcnow())
+        with transport_from_url(course.settings.mail_url).open() as conn:
+            conn.send(renderer.envelope_from, envelope_address(current_user.email), message)
+    except DeliveryError as exc:
+        flash(f"The test could not be sent: {exc}", "alert")
+    else:
+        flash(f"Lesson {day} was sent to {current_user.email}.", "notice")
+    return redirect(url_for("admin.lesson_detail", day=day), code=303)
