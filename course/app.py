@@ -131,7 +131,7 @@ def register_rate_limits(app: Flask) -> None:
 def register_blueprints(app: Flask, settings: Settings) -> None:
     """Public pages always; the outbox viewer only while mail goes to the outbox folder."""
     from course.extensions import csrf
-    from course.web import admin, links, public
+    from course.web import admin, health, links, public
 
     app.register_blueprint(public.bp)
     # The reader's pages are reached through signed links: the token in the URL is the
@@ -140,6 +140,7 @@ def register_blueprints(app: Flask, settings: Settings) -> None:
     csrf.exempt(links.bp)
     app.register_blueprint(links.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(health.bp)
     csrf.exempt(public.bp)  # signup is public and double opt-in; see issue #6 hardening
     if settings.mail_url.startswith("outbox:"):
         from course.web import dev

@@ -42,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": 100,
     "CLAIM_LEASE_SECONDS": 300,
     "RETRY_BASE_SECONDS": 60,
+    "MAX_PER_SECOND": None,  # None: no sending rate limit
+    "SMTP_CONNECTIONS": 1,
 }
 
 #: The shortest gap between two lessons in calendar mode. A lesson sent late (after an
@@ -77,6 +79,8 @@ class Settings:
     batch_size: int
     claim_lease_seconds: int
     retry_base_seconds: int
+    max_per_second: float | None
+    smtp_connections: int
 
     @property
     def mail_domain(self) -> str:
@@ -181,4 +185,10 @@ def settings_from_config(config: Mapping[str, Any]) -> Settings:
         batch_size=_as_int("BATCH_SIZE", config["BATCH_SIZE"], 1, 10000),
         claim_lease_seconds=_as_int("CLAIM_LEASE_SECONDS", config["CLAIM_LEASE_SECONDS"], 5, 86400),
         retry_base_seconds=_as_int("RETRY_BASE_SECONDS", config["RETRY_BASE_SECONDS"], 1, 86400),
+        max_per_second=(
+            None
+            if config.get("MAX_PER_SECOND") in (None, "", 0)
+            else _as_float("MAX_PER_SECOND", config["MAX_PER_SECOND"], 0.01)
+        ),
+        smtp_connections=_as_int("SMTP_CONNECTIONS", config["SMTP_CONNECTIONS"], 1, 64),
     )
