@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask import Flask, current_app
@@ -15,6 +18,9 @@ from werkzeug.serving import run_simple
 from course.app import create_app, state
 from course.config import ConfigError, Settings
 from course.models import utcnow
+
+if TYPE_CHECKING:
+    from course.importer import ImportResult
 
 
 def _create_app() -> Flask:
@@ -58,6 +64,12 @@ def register_commands(app: Flask) -> None:
         db_group,
         preview_command,
         send_test_command,
+        admin_group,
+        stats_command,
+        export_command,
+        import_command,
+        forget_command,
+        lessons_group,
     ):
         app.cli.add_command(command)
 
@@ -187,6 +199,357 @@ def send_test_command(day: int, to: str) -> None:
     except DeliveryError as exc:
         raise click.ClickException(f"Sending failed: {exc}") from None
     click.echo(f"Sent lesson {day} to {address}.")
+
+
+# -- operator commands ----------------------------------------------------------------------
+
+
+@click.group("admin")
+def admin_group() -> None:
+    """Operator accounts for the admin pages."""
+
+
+def _check_timezone(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    from course.subscriptions import known_timezones
+
+    if value not in known_timezones():
+        raise click.BadParameter(f"{value!r} is not an IANA time zone name such as Europe/Berlin")
+    return value
+
+
+@admin_group.command("create")
+@click.argument("email")
+@click.option(
+    "--timezone",
+    default="UTC",
+    show_default=True,
+    callback=_check_timezone,
+    help="IANA time zone the admin pages show times in, e.g. Europe/Berlin.",
+)
+@with_appcontext
+def admin_create(email: str, timezone: str) -> None:
+    """Create an operator account for EMAIL (asks for the password)."""
+    from email_validator import EmailNotValidError, validate_email
+
+    from course.operators import OperatorError, create_operator
+
+    # Check the address before asking for a password twice.
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise click.BadParameter(str(exc), param_hint="EMAIL") from None
+    # Only ever from the prompt: an argument would land in the shell history and `ps`.
+    password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        with state().sessions() as session, session.begin():
+            operator = create_operator(session, email, password, timezone)
+            created = operator.email
+    except OperatorError as exc:
+        raise click.ClickException(f"Cannot create the operator: {exc}.") from None
+    click.echo(f"Created operator {created}.")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], left: int = 1) -> list[str]:
+    """Lines of an aligned table: the first ``left`` columns left-aligned, the rest right."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        parts = [
+            cell.ljust(width) if i < left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return [line(cells[0]), rule, *(line(row) for row in cells[1:])]
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+@click.command("stats")
+@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First signup day (UTC).")
+@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="Last signup day (UTC).")
+@click.option("--source", help="Only readers who signed up with this source tag.")
+@with_appcontext
+def stats_command(start: datetime | None, end: datetime | None, source: str | None) -> None:
+    """Print the funnel and the per-lesson results."""
+    from course.reports import Filters, funnel, per_lesson
+
+    if start and end and start > end:
+        raise click.BadParameter("--from is after --to", param_hint="--from")
+    filters = Filters(
+        start=start.date() if start else None, end=end.date() if end else None, source=source
+    )
+    lessons = state().lessons.current()
+    titles = {day: lesson.title for day, lesson in lessons.lessons.items()}
+    with state().sessions() as session, session.begin():
+        steps = funnel(session, filters, lessons.total)
+        results = per_lesson(session, filters, titles, lessons.total)
+
+    scope = []
+    if filters.start:
+        scope.append(f"signed up from {filters.start}")
+    if filters.end:
+        scope.append(f"signed up until {filters.end}")
+    if source:
+        scope.append(f"source {source}")
+    click.echo(f"Readers: {', '.join(scope) if scope else 'all'}")
+    click.echo()
+    signed_up = steps[0].count if steps else 0
+
+    def share(count: int) -> str:
+        return f"{100 * count / signed_up:.1f}%" if signed_up else "-"
+
+    click.echo("Funnel")
+    for text in _table(
+        ["Step", "Readers", "% of signed up"], [(s.label, s.count, share(s.count)) for s in steps]
+    ):
+        click.echo(text)
+    click.echo()
+    click.echo("Per lesson")
+    rows = [
+        (
+            r.lesson,
+            _shorten(r.title),
+            r.delivered,
+            r.viewed,
+            r.done,
+            r.checkins.get("lighter", 0),
+            r.checkins.get("same", 0),
+            r.checkins.get("stirred", 0),
+            r.booking_clicks,
+            r.unsubscribes,
+        )
+        for r in results
+    ]
+    headers = [
+        "Lesson",
+        "Title",
+        "Delivered",
+        "Viewed",
+        "Done",
+        "Lighter",
+        "Same",
+        "Stirred",
+        "Booking clicks",
+        "Unsubscribes",
+    ]
+    for text in _table(headers, rows, left=2):
+        click.echo(text)
+
+
+@click.command("export")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write subscribers to FILE and events to FILE-events (e.g. export-events.csv).",
+)
+@with_appcontext
+def export_command(out: Path | None) -> None:
+    """Export subscribers and events as CSV (to stdout without --out)."""
+    from course.exporter import events_path, open_private, write_events, write_subscribers
+
+    with state().sessions() as session, session.begin():
+        if out is None:
+            stream = sys.stdout
+            write_subscribers(session, stream)
+            stream.write("\r\n")  # a blank line between the two tables
+            write_events(session, stream)
+            stream.flush()
+            return
+        events_out = events_path(out)
+        try:
+            with open_private(out) as handle:
+                subscribers = write_subscribers(session, handle)
+            with open_private(events_out) as handle:
+                events = write_events(session, handle)
+        except OSError as exc:
+            raise click.ClickException(f"Cannot write the export: {exc}") from None
+    click.echo(f"Wrote {subscribers} subscribers to {out} and {events} events to {events_out}.")
+
+
+#: How many skipped rows the import summary lists; --report has all of them.
+MAX_LISTED = 50
+
+
+def _import_summary(result: ImportResult, report: Path | None) -> None:
+    from course.exporter import open_private, write_rows
+
+    click.echo(f"Imported {result.imported}, skipped {len(result.skipped)}.")
+    # The reason only, not the address: terminal output ends up in logs and scrollback.
+    for skipped in result.skipped[:MAX_LISTED]:
+        click.echo(f"line {skipped.line}: {skipped.reason}")
+    more = len(result.skipped) - MAX_LISTED
+    if more > 0:
+        hint = "" if report else " (use --report FILE to list them all)"
+        click.echo(f"... and {more} more{hint}.")
+    if report is not None:
+        try:
+            with open_private(report) as handle:
+                write_rows(
+                    handle,
+                    ["line", "email", "reason"],
+                    ((s.line, s.email, s.reason) for s in result.skipped),
+                )
+        except OSError as exc:
+            raise click.ClickException(f"Cannot write the report: {exc}") from None
+        click.echo(f"Skipped rows written to {report}.")
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--consented",
+    is_flag=True,
+    help="These people already agreed to receive this course: start it without asking "
+    "them to confirm.",
+)
+@click.option("--source", help="Source tag for rows that have none of their own.")
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write every skipped row, with the reason, to this CSV file.",
+)
+@with_appcontext
+def import_command(file: Path, consented: bool, source: str | None, report: Path | None) -> None:
+    """Import readers from a CSV file.
+
+    The file needs a header row with an 'email' column; 'name', 'timezone',
+    'send_hour' and 'source' are used when present; other columns are ignored.
+    """
+    from course.importer import (
+        ImportAborted,
+        ImportFileError,
+        count_rows,
+        import_rows,
+        read_rows,
+        validate_source,
+    )
+    from course.subscriptions import ValidationFailed
+
+    if source is not None:
+        try:
+            source = validate_source(source)
+        except ValidationFailed as exc:
+            raise click.BadParameter(
+                exc.errors.get("source", str(exc)), param_hint="--source"
+            ) from None
+    # The first pass reads the whole file, so a file broken anywhere imports nothing.
+    try:
+        total = count_rows(file)
+    except ImportFileError as exc:
+        raise click.ClickException(f"{file.name}: {exc}. Nothing was imported.") from None
+    try:
+        with click.progressbar(
+            read_rows(file),
+            length=total,
+            label=f"Importing {total} rows",
+            file=sys.stderr,
+        ) as rows:
+            result = import_rows(
+                state().sessions,
+                rows,
+                _settings(),
+                utcnow,
+                consented=consented,
+                source=source,
+            )
+    except ImportAborted as exc:
+        _import_summary(exc.result, report)
+        cause = exc.__cause__
+        why = (str(cause).splitlines() or [""])[0] if cause else ""
+        why = f"{type(cause).__name__}: {why}" if cause else "unknown error"
+        raise click.ClickException(
+            f"The import stopped at line {exc.line} ({why}). "
+            f"The {exc.result.imported} rows imported before it are kept."
+        ) from None
+    _import_summary(result, report)
+
+
+@click.command("forget")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_appcontext
+def forget_command(email: str, yes: bool) -> None:
+    """Erase everything stored about the reader with address EMAIL."""
+    from email_validator import EmailNotValidError, validate_email
+
+    from course.privacy import erase
+    from course.subscriptions import by_public_id, find_by_email
+
+    try:
+        email = validate_email(email.strip(), check_deliverability=False).normalized
+    except EmailNotValidError:
+        email = email.strip()  # not a valid address now; still look it up as given
+    sessions = state().sessions
+    with sessions() as session, session.begin():
+        subscriber = find_by_email(session, email)
+        public_id = subscriber.public_id if subscriber else None
+    if public_id is None:
+        raise click.ClickException("No subscriber with that address.")
+    # Ask outside any transaction: a database lock must not wait for a person to answer.
+    if not yes:
+        click.confirm(
+            "Erase this reader and everything stored about them? This cannot be undone.",
+            abort=True,
+        )
+    with sessions() as session, session.begin():
+        subscriber = by_public_id(session, public_id)
+        if subscriber is None:
+            raise click.ClickException("No subscriber with that address.")
+        erase(session, subscriber)
+    click.echo("Erased.")
+
+
+@click.group("lessons")
+def lessons_group() -> None:
+    """The lesson files."""
+
+
+@lessons_group.command("check")
+@with_appcontext
+def lessons_check() -> None:
+    """Load and render every lesson file; report broken ones (exit code 1 if any)."""
+    from css_inline import InlineError
+    from jinja2 import TemplateError
+
+    from course.lessons import load_lessons
+    from course.render import Reader, Renderer
+
+    settings = _settings()
+    # Read from disk now rather than through the app's cached library.
+    lessons = load_lessons(settings.lessons_dir)
+    problems = 0
+    if lessons.total == 0:
+        click.echo(f"BROKEN no lesson files (*.md) in {settings.lessons_dir}")
+        problems += 1
+    for name, reason in sorted(lessons.errors.items()):
+        click.echo(f"BROKEN {name}: {reason}")
+        problems += 1
+    renderer = Renderer(settings, state().signer)
+    reader = Reader("sample-reader-id", "reader@example.org", "Sam")
+    now = utcnow()
+    for day in sorted(lessons.lessons):
+        lesson = lessons.lessons[day]
+        try:
+            # build() renders both parts (HTML and text) and assembles the message.
+            renderer.build("lesson", day, reader, lessons, now)
+        except TemplateError as exc:
+            where = f" in {exc.filename}" if getattr(exc, "filename", None) else ""
+            click.echo(f"BROKEN {lesson.path.name}: template error{where}: {exc}")
+            problems += 1
+            continue
+        except (InlineError, ValueError, LookupError) as exc:
+            click.echo(f"BROKEN {lesson.path.name}: cannot be rendered: {exc}")
+            problems += 1
+            continue
+        click.echo(f"OK lesson {day}: {lesson.subject}")
+    if problems:
+        click.echo(f"{problems} problem(s) found.", err=True)
+        click.get_current_context().exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -158,6 +158,21 @@ def find(text: str, path: str) -> str:
     return match.group(0)
 
 
+def _create_operator(env: dict[str, str], email: str, password: str) -> None:
+    """What the deployer does: ``course admin create EMAIL``, typing the password twice."""
+    course = str(Path(sys.executable).parent / "course")
+    result = subprocess.run(
+        [course, "admin", "create", email],
+        env=env,
+        capture_output=True,
+        text=True,
+        input=f"{password}\n{password}\n",
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert password not in result.stdout + result.stderr
+
+
 def test_the_readers_whole_journey(
     live_app: tuple[str, dict[str, str]], browser_page: object, booking_site: str
 ) -> None:
@@ -221,6 +236,29 @@ def test_the_readers_whole_journey(
         "utm_campaign": ["lesson-1"],
     }
     shot(page, "11-booking")
+
+    # The practice's side: an operator signs in and sees this reader's answers.
+    operator_password = "a long operator password"
+    _create_operator(_env, "therapist@harbor.example.org", operator_password)
+    page.goto(base + "/admin/")  # type: ignore[attr-defined]
+    page.get_by_label("Email").fill("therapist@harbor.example.org")  # type: ignore[attr-defined]
+    page.get_by_label("Password").fill(operator_password)  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Sign in").click()  # type: ignore[attr-defined]
+    expect(page.get_by_role("heading", name="Course dashboard")).to_be_visible()  # type: ignore[attr-defined]
+    lesson_row = page.get_by_role("row", name=re.compile(r"^1\. Where insecurity"))  # type: ignore[attr-defined]
+    # Delivered 1, viewed 0, done 1, lighter 1, same 0, stirred 0, booking clicks 1.
+    expect(lesson_row.get_by_role("cell")).to_have_text(["1", "0", "1", "1", "0", "0", "1", "0"])
+    booked = page.get_by_role("row", name=re.compile("Booked a session"))  # type: ignore[attr-defined]
+    expect(booked.get_by_role("cell").nth(1)).to_have_text("1")
+    shot(page, "14-admin-dashboard")
+    page.set_viewport_size({"width": 1280, "height": 900})  # type: ignore[attr-defined]
+    shot(page, "15-admin-dashboard-wide")
+    page.get_by_role("link", name="Subscribers").click()  # type: ignore[attr-defined]
+    page.get_by_role("link", name="reader@example.com").click()  # type: ignore[attr-defined]
+    expect(page.get_by_text(re.compile(r"checkin · lesson 1 · lighter"))).to_be_visible()  # type: ignore[attr-defined]
+    expect(page.get_by_text(re.compile(r"book · lesson 1"))).to_be_visible()  # type: ignore[attr-defined]
+    shot(page, "16-admin-subscriber")
+    page.set_viewport_size({"width": 390, "height": 844})  # type: ignore[attr-defined]
 
     # Unsubscribe: the page asks, one button does it.
     page.goto(find(lesson, "unsubscribe"))  # type: ignore[attr-defined]
