@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import random
 import socket
 import threading
@@ -93,6 +94,38 @@ def backoff(attempts: int, base_seconds: int, rng: random.Random) -> timedelta:
     return timedelta(seconds=rng.uniform(ceiling / 2, ceiling))
 
 
+class Throttle:
+    """At most ``rate`` messages per second for this process, shared by its connections.
+
+    A provider's limit is usually per account: with several sender processes, give each a
+    share (``COURSE_MAX_PER_SECOND`` divided by the number of senders).
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = 1.0 / rate
+        self.monotonic = monotonic
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Take the next sending slot; returns how long to wait for it."""
+        with self._lock:
+            now = self.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+            return slot - now
+
+    def wait(self, stopping: threading.Event) -> None:
+        """Wait for the next slot (returns early when the sender is stopping)."""
+        delay = self.reserve()
+        if delay > 0:
+            stopping.wait(delay)
+
+
 def worker_name() -> str:
     """A name for this sender process that is unique across machines and restarts."""
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -121,6 +154,10 @@ class Sender:
         self.renderer = Renderer(settings, Signer(settings.secret_keys))
         self.stopping = threading.Event()
         self._dialect = sessions.kw["bind"].dialect.name
+        self._hold_lock = self._dialect == "postgresql"
+        self.throttle = (
+            Throttle(settings.max_per_second) if settings.max_per_second is not None else None
+        )
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -164,25 +201,60 @@ class Sender:
         result = TickResult()
         lessons = self.library.current()
         try:
-            with self.transport.open() as conn:
-                while not self.stopping.is_set():
-                    ids = self.claim(self.settings.batch_size)
-                    if not ids:
-                        break
-                    result.due += len(ids)
-                    for index, delivery_id in enumerate(ids):
-                        if self.stopping.is_set():
-                            # Finish the message in flight, hand back the rest at once.
-                            self._release(ids[index:])
-                            break
-                        outcome = self._deliver(delivery_id, conn, lessons)
-                        setattr(result, outcome, getattr(result, outcome) + 1)
-                    if len(ids) < self.settings.batch_size:
-                        break
+            while not self.stopping.is_set():
+                ids = self.claim(self.settings.batch_size)
+                if not ids:
+                    break
+                result.due += len(ids)
+                self._send_batch(ids, lessons, result)
+                if len(ids) < self.settings.batch_size:
+                    break
         finally:
             result.duration_ms = int((time.monotonic() - started) * 1000)
             self._heartbeat(result)
         return result
+
+    def _send_batch(self, ids: list[int], lessons: LessonSet, result: TickResult) -> None:
+        """Send claimed deliveries over ``smtp_connections`` connections in parallel.
+
+        Parallel sending cannot reorder a reader's lessons: a reader has at most one lesson
+        queued at a time (lesson n+1 is queued only once lesson n was accepted).
+        """
+        pending: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for delivery_id in ids:
+            pending.put(delivery_id)
+        lock = threading.Lock()
+
+        def work() -> None:
+            with self.transport.open() as conn:
+                while True:
+                    try:
+                        delivery_id = pending.get_nowait()
+                    except queue.Empty:
+                        return
+                    if self.stopping.is_set():
+                        # Finish the message in flight (done), hand back the rest at once.
+                        rest = [delivery_id]
+                        while True:
+                            try:
+                                rest.append(pending.get_nowait())
+                            except queue.Empty:
+                                break
+                        self._release(rest)
+                        return
+                    outcome = self._deliver(delivery_id, conn, lessons)
+                    with lock:
+                        setattr(result, outcome, getattr(result, outcome) + 1)
+
+        workers = min(self.settings.smtp_connections, len(ids))
+        if workers == 1:
+            work()
+            return
+        threads = [threading.Thread(target=work, name=f"send-{n}") for n in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
     def _release(self, ids: list[int]) -> None:
         with self.sessions() as session, session.begin():
@@ -205,84 +277,116 @@ class Sender:
         except Exception:  # a heartbeat must never stop sending
             log.exception("could not record the scheduler heartbeat")
 
-    def _deliver(self, delivery_id: int, conn: Connection, lessons: LessonSet) -> str:
-        """Send one claimed delivery and record the outcome; returns the TickResult field."""
-        # Step 1: is it still ours, and may this subscriber still receive it?
-        with self.sessions() as session, session.begin():
-            delivery = session.get(Delivery, delivery_id)
-            if (
-                delivery is None
-                or delivery.claimed_by != self.worker
-                or delivery.status != DeliveryStatus.QUEUED
-            ):
-                return "skipped"  # lost the lease to another sender, or cancelled meanwhile
-            subscriber = delivery.subscriber
-            if subscriber.status not in _MAY_RECEIVE[DeliveryKind(delivery.kind)]:
-                delivery.status = DeliveryStatus.CANCELLED
-                delivery.claimed_by = None
-                return "skipped"
-            kind, number = delivery.kind, delivery.number
-            reader = Reader(subscriber.public_id, subscriber.email, subscriber.name)
-            now = self.clock()
-            try:
-                message = self.renderer.build(
-                    kind, number, reader, lessons, now, generation=delivery.generation
-                )
-            except LookupError as exc:
-                # The lesson file is broken or missing: wait for the practice to fix it
-                # rather than skip a lesson. Other lessons keep going out.
-                delivery.due_at = now + BROKEN_LESSON_WAIT
-                delivery.claimed_by = None
-                delivery.last_error = str(exc)
-                log.warning("delivery=%s waits: %s", delivery_id, exc)
-                return "skipped"
-
-        # Step 2: the SMTP call, outside any transaction.
+    def _prepare(
+        self, session: Session, delivery_id: int, lessons: LessonSet
+    ) -> str | tuple[Delivery, str, bytes]:
+        """Check a claimed delivery and build its message, or say why it is skipped."""
+        delivery = session.get(Delivery, delivery_id, with_for_update=self._hold_lock)
+        if (
+            delivery is None
+            or delivery.claimed_by != self.worker
+            or delivery.status != DeliveryStatus.QUEUED
+        ):
+            return "skipped"  # lost the lease to another sender, or cancelled meanwhile
+        # On PostgreSQL the subscriber row stays locked until the result is recorded: an
+        # unsubscribe or pause (an UPDATE of that row) waits for the message in flight, and
+        # once it has committed no send can start. So "nothing after unsubscribing" is exact.
+        # FOR NO KEY UPDATE rather than FOR SHARE: recording may update the row (completed),
+        # and upgrading a share lock while an unsubscribe waits would deadlock.
+        subscriber = session.get(
+            Subscriber,
+            delivery.subscriber_id,
+            with_for_update={"key_share": True} if self._hold_lock else None,
+            populate_existing=True,
+        )
+        assert subscriber is not None
+        if subscriber.status not in _MAY_RECEIVE[DeliveryKind(delivery.kind)]:
+            delivery.status = DeliveryStatus.CANCELLED
+            delivery.claimed_by = None
+            return "skipped"
+        now = self.clock()
+        reader = Reader(subscriber.public_id, subscriber.email, subscriber.name)
         try:
-            conn.send(self.renderer.envelope_from, envelope_address(reader.email), message)
-        except TransientError as exc:
-            return self._record_transient(delivery_id, str(exc))
-        except PermanentError as exc:
-            return self._record_permanent(delivery_id, str(exc))
+            message = self.renderer.build(
+                delivery.kind, delivery.number, reader, lessons, now, generation=delivery.generation
+            )
+        except LookupError as exc:
+            # The lesson file is broken or missing: wait for the practice to fix it rather
+            # than skip a lesson. Other lessons keep going out.
+            delivery.due_at = now + BROKEN_LESSON_WAIT
+            delivery.claimed_by = None
+            delivery.last_error = str(exc)
+            log.warning("delivery=%s waits: %s", delivery_id, exc)
+            return "skipped"
+        return delivery, envelope_address(reader.email), message
 
-        # Step 3: record it, and queue what comes next.
-        self._record_sent(delivery_id, lessons.total)
+    def _deliver(self, delivery_id: int, conn: Connection, lessons: LessonSet) -> str:
+        """Send one claimed delivery and record the outcome; returns the TickResult field.
+
+        PostgreSQL: one transaction holds the delivery and subscriber rows from the check,
+        through the SMTP call, to the record. SQLite (one writer for the whole file): the
+        check and the record are two short transactions, so the web app never waits on SMTP.
+        """
+        with self.sessions() as session:
+            session.begin()
+            prepared = self._prepare(session, delivery_id, lessons)
+            if isinstance(prepared, str):
+                session.commit()
+                return prepared
+            delivery, to, message = prepared
+            if not self._hold_lock:
+                session.commit()
+            if self.throttle is not None:
+                self.throttle.wait(self.stopping)
+            try:
+                conn.send(self.renderer.envelope_from, to, message)
+            except TransientError as exc:
+                session.rollback()
+                return self._record_transient(delivery_id, str(exc))
+            except PermanentError as exc:
+                session.rollback()
+                return self._record_permanent(delivery_id, str(exc))
+            if not self._hold_lock:
+                session.begin()
+                delivery = session.get_one(Delivery, delivery_id, populate_existing=True)
+            self._record_sent(session, delivery, lessons.total)
+            session.commit()
         return "sent"
 
-    def _record_sent(self, delivery_id: int, total: int) -> None:
+    def _record_sent(self, session: Session, delivery: Delivery, total: int) -> None:
+        """Mark ``delivery`` sent and queue the reader's next lesson (caller commits)."""
         now = self.clock()
-        with self.sessions() as session, session.begin():
-            delivery = session.get_one(Delivery, delivery_id)
-            delivery.status = DeliveryStatus.SENT
-            delivery.sent_at = now
-            delivery.claimed_by = None
-            delivery.attempts += 1
-            delivery.last_error = None
-            subscriber = delivery.subscriber
-            if delivery.kind != DeliveryKind.LESSON or delivery.generation > 0:
-                return  # a confirmation, or an operator's re-send: the course moves on as is
-            if delivery.number >= total:
-                if subscriber.status == SubscriberStatus.ACTIVE:
-                    subscriber.status = SubscriberStatus.COMPLETED
-                subscriber.completed_at = now
-                return
-            due = next_lesson_due(
-                now,
-                ZoneInfo(subscriber.timezone),
-                self.settings.send_hour if subscriber.send_hour is None else subscriber.send_hour,
-                self.settings.lesson_interval,
-            )
-            queue_lesson(session, subscriber, delivery.number + 1, due)
-            if subscriber.status != SubscriberStatus.ACTIVE:
-                # Paused or left while this one was in flight: keep the next lesson on hold.
-                next_row = session.scalars(
-                    select(Delivery).where(
-                        Delivery.subscriber_id == subscriber.id,
-                        Delivery.kind == DeliveryKind.LESSON,
-                        Delivery.number == delivery.number + 1,
-                    )
-                ).one()
-                next_row.status = DeliveryStatus.CANCELLED
+        delivery.status = DeliveryStatus.SENT
+        delivery.sent_at = now
+        delivery.claimed_by = None
+        delivery.attempts += 1
+        delivery.last_error = None
+        # Read afresh: on SQLite a pause or unsubscribe may have landed during the send.
+        subscriber = session.get_one(Subscriber, delivery.subscriber_id, populate_existing=True)
+        if delivery.kind != DeliveryKind.LESSON or delivery.generation > 0:
+            return  # a confirmation, or an operator's re-send: the course moves on as is
+        if delivery.number >= total:
+            if subscriber.status == SubscriberStatus.ACTIVE:
+                subscriber.status = SubscriberStatus.COMPLETED
+            subscriber.completed_at = now
+            return
+        due = next_lesson_due(
+            now,
+            ZoneInfo(subscriber.timezone),
+            self.settings.send_hour if subscriber.send_hour is None else subscriber.send_hour,
+            self.settings.lesson_interval,
+        )
+        queue_lesson(session, subscriber, delivery.number + 1, due)
+        if subscriber.status != SubscriberStatus.ACTIVE:
+            # Paused or left while this one was in flight: keep the next lesson on hold.
+            next_row = session.scalars(
+                select(Delivery).where(
+                    Delivery.subscriber_id == subscriber.id,
+                    Delivery.kind == DeliveryKind.LESSON,
+                    Delivery.number == delivery.number + 1,
+                )
+            ).one()
+            next_row.status = DeliveryStatus.CANCELLED
 
     def _record_transient(self, delivery_id: int, error: str) -> str:
         now = self.clock()
