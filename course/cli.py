@@ -285,7 +285,7 @@ def stats_command(start: datetime | None, end: datetime | None, source: str | No
     )
     lessons = state().lessons.current()
     titles = {day: lesson.title for day, lesson in lessons.lessons.items()}
-    with state().sessions() as session, session.begin():
+    with state().read_sessions() as session, session.begin():
         steps = funnel(session, filters, lessons.total)
         results = per_lesson(session, filters, titles, lessons.total)
 
@@ -352,7 +352,7 @@ def export_command(out: Path | None) -> None:
     """Export subscribers and events as CSV (to stdout without --out)."""
     from course.exporter import events_path, open_private, write_events, write_subscribers
 
-    with state().sessions() as session, session.begin():
+    with state().read_sessions() as session, session.begin():
         if out is None:
             stream = sys.stdout
             write_subscribers(session, stream)

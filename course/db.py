@@ -39,16 +39,24 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Read-only sessions (reports, exports) begin DEFERRED: in WAL mode they then
+            # never block the sender or a signup, however long they read.
+            readonly = conn.get_execution_options().get("course_readonly", False)
+            conn.exec_driver_sql("BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """A session factory; ``expire_on_commit=False`` keeps loaded rows usable after commit."""
-    return sessionmaker(engine, expire_on_commit=False)
+def make_sessionmaker(engine: Engine, *, readonly: bool = False) -> sessionmaker[Session]:
+    """A session factory; ``expire_on_commit=False`` keeps loaded rows usable after commit.
+
+    ``readonly=True`` is for sessions that only read (dashboards, exports): on SQLite they
+    do not take the write lock. Nothing stops them from writing; they just should not.
+    """
+    bind = engine.execution_options(course_readonly=True) if readonly else engine
+    return sessionmaker(bind, expire_on_commit=False)
 
 
 def alembic_config(url: str) -> AlembicConfig:

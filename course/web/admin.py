@@ -88,7 +88,7 @@ class AdminUser(UserMixin):
 def _load_user(user_id: str) -> AdminUser | None:
     if not user_id.isdigit():
         return None
-    with state().sessions() as session:
+    with state().read_sessions() as session:
         operator = session.get(Operator, int(user_id))
         return AdminUser(operator) if operator else None
 
@@ -174,7 +174,7 @@ def dashboard() -> ResponseReturnValue:
     course = state()
     filters, errors = _filters()
     titles, total = _lesson_titles()
-    with course.sessions() as session:
+    with course.read_sessions() as session:
         steps = funnel(session, filters, total)
         lessons = per_lesson(session, filters, titles, total)
         pulse = health(session, utcnow(), course.settings.tick_seconds)
@@ -228,7 +228,7 @@ def subscribers() -> ResponseReturnValue:
         )
     if status in {s.value for s in SubscriberStatus}:
         query = query.where(Subscriber.status == status)
-    with state().sessions() as session:
+    with state().read_sessions() as session:
         count = int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
         rows = session.scalars(
             query.order_by(Subscriber.created_at.desc(), Subscriber.id.desc())
@@ -261,7 +261,7 @@ def _subscriber(session: Session, public_id: str) -> Subscriber:
 @login_required
 def subscriber_detail(public_id: str) -> ResponseReturnValue:
     """One subscriber: their timeline of deliveries and events, and actions."""
-    with state().sessions() as session:
+    with state().read_sessions() as session:
         subscriber = _subscriber(session, public_id)
         deliveries = session.scalars(
             select(Delivery).where(Delivery.subscriber_id == subscriber.id).order_by(Delivery.id)

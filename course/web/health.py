@@ -25,7 +25,7 @@ def healthz() -> ResponseReturnValue:
     """Database reachable? When did a scheduler last tick?"""
     course = state()
     try:
-        with course.sessions() as session:
+        with course.read_sessions() as session:
             last = session.scalar(select(func.max(SchedulerTick.last_tick_at)))
     except SQLAlchemyError:
         return jsonify(status="unavailable", database="unreachable"), 503
