@@ -29,6 +29,7 @@ class CourseState:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]  # for pages that only read (see make_sessionmaker)
     signer: Signer
     lessons: LessonLibrary
 
@@ -99,6 +100,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
+        read_sessions=make_sessionmaker(engine, readonly=True),
         signer=Signer(settings.secret_keys),
         lessons=LessonLibrary(settings.lessons_dir),
     )
