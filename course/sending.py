@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection as Conn
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.config import Settings
@@ -50,7 +51,7 @@ from course.models import (
 )
 from course.render import Reader, Renderer, envelope_address
 from course.schedule import next_lesson_due
-from course.subscriptions import queue_lesson
+from course.subscriptions import lesson_params, upsert_lesson
 from course.tokens import Signer
 
 log = logging.getLogger("course.sending")
@@ -70,6 +71,75 @@ _MAY_RECEIVE = {
     # COMPLETED: only an operator's re-send of a lesson is ever queued for them.
     DeliveryKind.LESSON: {SubscriberStatus.ACTIVE, SubscriberStatus.COMPLETED},
 }
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A claimed delivery and what sending it needs, loaded once per batch."""
+
+    id: int
+    kind: str
+    number: int
+    generation: int
+    subscriber_id: int
+    public_id: str
+    email: str
+    name: str | None
+    timezone: str
+    send_hour: int | None
+
+
+_LOAD = select(
+    Delivery.id,
+    Delivery.kind,
+    Delivery.number,
+    Delivery.generation,
+    Delivery.subscriber_id,
+    Subscriber.public_id,
+    Subscriber.email,
+    Subscriber.name,
+    Subscriber.timezone,
+    Subscriber.send_hour,
+).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+_CHECK = (
+    select(Delivery.status, Delivery.claimed_by, Subscriber.status.label("subscriber_status"))
+    .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+    .where(Delivery.id == bindparam("id"))
+)
+_CHECK_LOCKED = _CHECK.with_for_update(key_share=True, of=[Delivery, Subscriber])
+_CANCEL = (
+    update(Delivery)
+    .where(Delivery.id == bindparam("did"))
+    .values(status=DeliveryStatus.CANCELLED, claimed_by=None)
+)
+_WAIT = (
+    update(Delivery)
+    .where(Delivery.id == bindparam("did"))
+    .values(due_at=bindparam("due"), claimed_by=None, last_error=bindparam("error"))
+)
+_MARK_SENT = (
+    update(Delivery)
+    .where(Delivery.id == bindparam("did"))
+    .values(
+        status=DeliveryStatus.SENT,
+        sent_at=bindparam("now"),
+        claimed_by=None,
+        attempts=Delivery.attempts + 1,
+        last_error=None,
+    )
+)
+_COMPLETE = (
+    update(Subscriber)
+    .where(Subscriber.id == bindparam("sid"))
+    .values(
+        status=case(
+            (Subscriber.status == SubscriberStatus.ACTIVE, SubscriberStatus.COMPLETED),
+            else_=Subscriber.status,
+        ),
+        completed_at=bindparam("now"),
+    )
+)
+_SUBSCRIBER_STATUS = select(Subscriber.status).where(Subscriber.id == bindparam("sid"))
 
 
 @dataclass
@@ -153,7 +223,8 @@ class Sender:
         self.library = LessonLibrary(settings.lessons_dir)
         self.renderer = Renderer(settings, Signer(settings.secret_keys))
         self.stopping = threading.Event()
-        self._dialect = sessions.kw["bind"].dialect.name
+        self.engine = sessions.kw["bind"]
+        self._dialect = self.engine.dialect.name
         self._hold_lock = self._dialect == "postgresql"
         self.throttle = (
             Throttle(settings.max_per_second) if settings.max_per_second is not None else None
@@ -220,29 +291,29 @@ class Sender:
         Parallel sending cannot reorder a reader's lessons: a reader has at most one lesson
         queued at a time (lesson n+1 is queued only once lesson n was accepted).
         """
-        pending: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for delivery_id in ids:
-            pending.put(delivery_id)
+        pending: queue.SimpleQueue[Claimed] = queue.SimpleQueue()
+        for item in self._load(ids):
+            pending.put(item)
         lock = threading.Lock()
 
         def work() -> None:
-            with self.transport.open() as conn:
+            with self.transport.open() as conn, self.engine.connect() as db:
                 while True:
                     try:
-                        delivery_id = pending.get_nowait()
+                        item = pending.get_nowait()
                     except queue.Empty:
                         return
                     if self.stopping.is_set():
                         # Finish the message in flight (done), hand back the rest at once.
-                        rest = [delivery_id]
+                        rest = [item.id]
                         while True:
                             try:
-                                rest.append(pending.get_nowait())
+                                rest.append(pending.get_nowait().id)
                             except queue.Empty:
                                 break
                         self._release(rest)
                         return
-                    outcome = self._deliver(delivery_id, conn, lessons)
+                    outcome = self._deliver(db, item, conn, lessons)
                     with lock:
                         setattr(result, outcome, getattr(result, outcome) + 1)
 
@@ -255,6 +326,12 @@ class Sender:
             thread.start()
         for thread in threads:
             thread.join()
+
+    def _load(self, ids: list[int]) -> list[Claimed]:
+        """What the batch needs to know about each claimed delivery, in one query."""
+        with self.engine.connect() as db:
+            rows = db.execute(_LOAD.where(Delivery.id.in_(ids)).order_by(Delivery.due_at))
+            return [Claimed(*row) for row in rows]
 
     def _release(self, ids: list[int]) -> None:
         with self.sessions() as session, session.begin():
@@ -277,116 +354,95 @@ class Sender:
         except Exception:  # a heartbeat must never stop sending
             log.exception("could not record the scheduler heartbeat")
 
-    def _prepare(
-        self, session: Session, delivery_id: int, lessons: LessonSet
-    ) -> str | tuple[Delivery, str, bytes]:
-        """Check a claimed delivery and build its message, or say why it is skipped."""
-        delivery = session.get(Delivery, delivery_id, with_for_update=self._hold_lock)
-        if (
-            delivery is None
-            or delivery.claimed_by != self.worker
-            or delivery.status != DeliveryStatus.QUEUED
-        ):
-            return "skipped"  # lost the lease to another sender, or cancelled meanwhile
-        # On PostgreSQL the subscriber row stays locked until the result is recorded: an
-        # unsubscribe or pause (an UPDATE of that row) waits for the message in flight, and
-        # once it has committed no send can start. So "nothing after unsubscribing" is exact.
-        # FOR NO KEY UPDATE rather than FOR SHARE: recording may update the row (completed),
-        # and upgrading a share lock while an unsubscribe waits would deadlock.
-        subscriber = session.get(
-            Subscriber,
-            delivery.subscriber_id,
-            with_for_update={"key_share": True} if self._hold_lock else None,
-            populate_existing=True,
-        )
-        assert subscriber is not None
-        if subscriber.status not in _MAY_RECEIVE[DeliveryKind(delivery.kind)]:
-            delivery.status = DeliveryStatus.CANCELLED
-            delivery.claimed_by = None
-            return "skipped"
-        now = self.clock()
-        reader = Reader(subscriber.public_id, subscriber.email, subscriber.name)
-        try:
-            message = self.renderer.build(
-                delivery.kind, delivery.number, reader, lessons, now, generation=delivery.generation
-            )
-        except LookupError as exc:
-            # The lesson file is broken or missing: wait for the practice to fix it rather
-            # than skip a lesson. Other lessons keep going out.
-            delivery.due_at = now + BROKEN_LESSON_WAIT
-            delivery.claimed_by = None
-            delivery.last_error = str(exc)
-            log.warning("delivery=%s waits: %s", delivery_id, exc)
-            return "skipped"
-        return delivery, envelope_address(reader.email), message
-
-    def _deliver(self, delivery_id: int, conn: Connection, lessons: LessonSet) -> str:
+    def _deliver(self, db: Conn, item: Claimed, conn: Connection, lessons: LessonSet) -> str:
         """Send one claimed delivery and record the outcome; returns the TickResult field.
 
-        PostgreSQL: one transaction holds the delivery and subscriber rows from the check,
-        through the SMTP call, to the record. SQLite (one writer for the whole file): the
-        check and the record are two short transactions, so the web app never waits on SMTP.
+        This is the hot path, so it uses Core statements on one connection per thread.
+        PostgreSQL: one transaction locks the delivery and subscriber rows from the check,
+        through the SMTP call, to the record. An unsubscribe or pause (an UPDATE of the
+        subscriber) waits for the message in flight, and once it has committed no send can
+        start: "nothing after unsubscribing" is exact. FOR NO KEY UPDATE, not FOR SHARE:
+        recording may update the subscriber (completed), and upgrading a share lock while
+        an unsubscribe waits would deadlock.
+        SQLite (one writer for the whole file): the check and the record are two short
+        transactions, so the web app never waits on SMTP.
         """
-        with self.sessions() as session:
-            session.begin()
-            prepared = self._prepare(session, delivery_id, lessons)
-            if isinstance(prepared, str):
-                session.commit()
-                return prepared
-            delivery, to, message = prepared
+        tx = db.begin()
+        try:
+            check = db.execute(_CHECK_LOCKED if self._hold_lock else _CHECK, {"id": item.id})
+            row = check.first()
+            if row is None or row.claimed_by != self.worker or row.status != "queued":
+                tx.commit()
+                return "skipped"  # lost the lease to another sender, or cancelled meanwhile
+            if row.subscriber_status not in _MAY_RECEIVE[DeliveryKind(item.kind)]:
+                db.execute(_CANCEL, {"did": item.id})
+                tx.commit()
+                return "skipped"
+            now = self.clock()
+            reader = Reader(item.public_id, item.email, item.name)
+            try:
+                message = self.renderer.build(
+                    item.kind, item.number, reader, lessons, now, generation=item.generation
+                )
+            except LookupError as exc:
+                # The lesson file is broken or missing: wait for the practice to fix it
+                # rather than skip a lesson. Other lessons keep going out.
+                db.execute(
+                    _WAIT, {"did": item.id, "due": now + BROKEN_LESSON_WAIT, "error": str(exc)}
+                )
+                tx.commit()
+                log.warning("delivery=%s waits: %s", item.id, exc)
+                return "skipped"
             if not self._hold_lock:
-                session.commit()
+                tx.commit()
             if self.throttle is not None:
                 self.throttle.wait(self.stopping)
             try:
-                conn.send(self.renderer.envelope_from, to, message)
+                conn.send(self.renderer.envelope_from, envelope_address(item.email), message)
             except TransientError as exc:
-                session.rollback()
-                return self._record_transient(delivery_id, str(exc))
+                if tx.is_active:
+                    tx.rollback()
+                return self._record_transient(item.id, str(exc))
             except PermanentError as exc:
-                session.rollback()
-                return self._record_permanent(delivery_id, str(exc))
+                if tx.is_active:
+                    tx.rollback()
+                return self._record_permanent(item.id, str(exc))
             if not self._hold_lock:
-                session.begin()
-                delivery = session.get_one(Delivery, delivery_id, populate_existing=True)
-            self._record_sent(session, delivery, lessons.total)
-            session.commit()
+                tx = db.begin()
+                status = db.execute(_SUBSCRIBER_STATUS, {"sid": item.subscriber_id}).scalar()
+            else:
+                status = row.subscriber_status
+            self._record_sent(db, item, str(status), lessons.total)
+            tx.commit()
+        finally:
+            if tx.is_active:
+                tx.rollback()
         return "sent"
 
-    def _record_sent(self, session: Session, delivery: Delivery, total: int) -> None:
-        """Mark ``delivery`` sent and queue the reader's next lesson (caller commits)."""
+    def _record_sent(self, db: Conn, item: Claimed, status: str, total: int) -> None:
+        """Mark the delivery sent and queue the reader's next lesson (caller commits)."""
         now = self.clock()
-        delivery.status = DeliveryStatus.SENT
-        delivery.sent_at = now
-        delivery.claimed_by = None
-        delivery.attempts += 1
-        delivery.last_error = None
-        # Read afresh: on SQLite a pause or unsubscribe may have landed during the send.
-        subscriber = session.get_one(Subscriber, delivery.subscriber_id, populate_existing=True)
-        if delivery.kind != DeliveryKind.LESSON or delivery.generation > 0:
+        db.execute(_MARK_SENT, {"did": item.id, "now": now})
+        if item.kind != DeliveryKind.LESSON or item.generation > 0:
             return  # a confirmation, or an operator's re-send: the course moves on as is
-        if delivery.number >= total:
-            if subscriber.status == SubscriberStatus.ACTIVE:
-                subscriber.status = SubscriberStatus.COMPLETED
-            subscriber.completed_at = now
+        if item.number >= total:
+            db.execute(_COMPLETE, {"sid": item.subscriber_id, "now": now})
             return
         due = next_lesson_due(
             now,
-            ZoneInfo(subscriber.timezone),
-            self.settings.send_hour if subscriber.send_hour is None else subscriber.send_hour,
+            ZoneInfo(item.timezone),
+            self.settings.send_hour if item.send_hour is None else item.send_hour,
             self.settings.lesson_interval,
         )
-        queue_lesson(session, subscriber, delivery.number + 1, due)
-        if subscriber.status != SubscriberStatus.ACTIVE:
-            # Paused or left while this one was in flight: keep the next lesson on hold.
-            next_row = session.scalars(
-                select(Delivery).where(
-                    Delivery.subscriber_id == subscriber.id,
-                    Delivery.kind == DeliveryKind.LESSON,
-                    Delivery.number == delivery.number + 1,
-                )
-            ).one()
-            next_row.status = DeliveryStatus.CANCELLED
+        # Paused or left while this one was in flight: the next lesson waits, cancelled,
+        # for a resume (which re-queues it).
+        next_status = (
+            DeliveryStatus.QUEUED if status == SubscriberStatus.ACTIVE else DeliveryStatus.CANCELLED
+        )
+        db.execute(
+            upsert_lesson(db.dialect.name),
+            lesson_params(item.subscriber_id, item.number + 1, due, next_status),
+        )
 
     def _record_transient(self, delivery_id: int, error: str) -> str:
         now = self.clock()

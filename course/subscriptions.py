@@ -16,7 +16,9 @@ from functools import cache
 from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Insert, bindparam, case, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from course.config import Settings
@@ -28,12 +30,16 @@ from course.models import (
     LessonProgress,
     Subscriber,
     SubscriberStatus,
+    utcnow,
 )
 from course.progress import record_event
 from course.schedule import next_calendar_send, next_lesson_due, resume_due
 
 MAX_NAME = 100
 MAX_SOURCE = 64
+#: Confirmation emails one address may receive in 24 hours, whoever asks for them: the
+#: signup form cannot be used to flood someone's inbox.
+MAX_CONFIRMATIONS_PER_DAY = 3
 _SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
 
 
@@ -130,13 +136,15 @@ def subscribe(
     now: datetime,
     default_timezone: str,
     resend_after: timedelta,
+    max_confirmations: int = MAX_CONFIRMATIONS_PER_DAY,
 ) -> Subscriber:
     """Record a signup and queue a confirmation email when one is needed.
 
     The caller answers the same way whatever happened here, so nobody can learn from the
     response whether an address is enrolled. A confirmation is (re)sent for a new address,
     for a pending one whose last confirmation is older than ``resend_after``, and for an
-    address that had left (unsubscribed or bounced) and now signs up again.
+    address that had left (unsubscribed or bounced) and now signs up again; but never more
+    than ``max_confirmations`` in 24 hours (beyond that the signup changes nothing).
     """
     subscriber = find_by_email(session, data.email)
     if subscriber is None:
@@ -153,6 +161,14 @@ def subscribe(
         session.flush()
         queue_confirmation(session, subscriber, now)
         return subscriber
+    if subscriber.status not in (
+        SubscriberStatus.PENDING,
+        SubscriberStatus.UNSUBSCRIBED,
+        SubscriberStatus.BOUNCED,
+    ):
+        return subscriber  # enrolled: there is nothing to confirm
+    if confirmations_since(session, subscriber.id, now - timedelta(days=1)) >= max_confirmations:
+        return subscriber  # enough mail for one day, whoever is asking
     if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
         # Coming back is a fresh start: a new double opt-in, then the course from lesson 1.
         subscriber.status = SubscriberStatus.PENDING
@@ -173,6 +189,22 @@ def subscribe(
         if last is None or now - last >= resend_after:
             queue_confirmation(session, subscriber, now)
     return subscriber
+
+
+def confirmations_since(session: Session, subscriber_id: int, since: datetime) -> int:
+    """How many confirmation emails were queued for this subscriber since ``since``."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(
+                Delivery.subscriber_id == subscriber_id,
+                Delivery.kind == DeliveryKind.CONFIRM,
+                Delivery.created_at > since,
+            )
+        )
+        or 0
+    )
 
 
 def queue_confirmation(session: Session, subscriber: Subscriber, now: datetime) -> None:
@@ -218,33 +250,55 @@ def by_public_id(session: Session, public_id: str) -> Subscriber | None:
 
 
 def queue_lesson(session: Session, subscriber: Subscriber, number: int, due_at: datetime) -> None:
-    """Make lesson ``number`` due at ``due_at``, unless it was already sent.
+    """Make lesson ``number`` due at ``due_at``, unless it was already sent."""
+    dialect = session.get_bind().dialect.name
+    session.execute(upsert_lesson(dialect), lesson_params(subscriber.id, number, due_at))
 
-    There is one row per (subscriber, lesson): a cancelled row (after a pause) is re-queued
-    rather than duplicated, so the unique constraint keeps guarding "at most once".
+
+def lesson_params(
+    subscriber_id: int, number: int, due_at: datetime, status: str = DeliveryStatus.QUEUED
+) -> dict[str, object]:
+    """The parameters for :func:`upsert_lesson`."""
+    return {
+        "sid": subscriber_id,
+        "number": number,
+        "status": status,
+        "due": due_at,
+        "created": utcnow(),
+    }
+
+
+@cache
+def upsert_lesson(dialect: str) -> Insert:
+    """The statement that queues a lesson (or holds it, ``status="cancelled"``).
+
+    There is one row per (subscriber, lesson), so this is an upsert: a cancelled row (after
+    a pause) is re-queued rather than duplicated, a sent row is left alone, and the unique
+    constraint keeps guarding "at most once". Built once per dialect with bound parameters
+    (see :func:`lesson_params`): the sending engine runs it for every lesson it sends.
     """
-    delivery = session.scalars(
-        select(Delivery).where(
-            Delivery.subscriber_id == subscriber.id,
-            Delivery.kind == DeliveryKind.LESSON,
-            Delivery.number == number,
-        )
-    ).first()
-    if delivery is None:
-        session.add(
-            Delivery(
-                subscriber_id=subscriber.id,
-                kind=DeliveryKind.LESSON,
-                number=number,
-                status=DeliveryStatus.QUEUED,
-                due_at=due_at,
-                attempts=0,
-            )
-        )
-    elif delivery.status in (DeliveryStatus.QUEUED, DeliveryStatus.CANCELLED):
-        if delivery.claimed_by is None:
-            delivery.due_at = due_at
-        delivery.status = DeliveryStatus.QUEUED
+    insert_ = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert_(Delivery).values(
+        subscriber_id=bindparam("sid"),
+        kind=DeliveryKind.LESSON,
+        number=bindparam("number"),
+        status=bindparam("status"),
+        due_at=bindparam("due"),
+        attempts=0,
+        generation=0,
+        created_at=bindparam("created"),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[Delivery.subscriber_id, Delivery.kind, Delivery.number],
+        set_={
+            "status": stmt.excluded.status,
+            # A claimed row's due_at is its lease: leave it to the sender that holds it.
+            "due_at": case(
+                (Delivery.claimed_by.is_(None), stmt.excluded.due_at), else_=Delivery.due_at
+            ),
+        },
+        where=Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.CANCELLED]),
+    )
 
 
 def lessons_sent(session: Session, subscriber_id: int) -> int:

@@ -41,13 +41,20 @@ class Signer:
     def __init__(self, secret_keys: Sequence[str]) -> None:
         if not secret_keys or not all(secret_keys):
             raise ValueError("at least one non-empty secret key is required")
-        self._keys = list(secret_keys)
+        keys = list(secret_keys)
+        # Built once: a lesson email carries nine signed links, so this is on the hot path.
+        self._serializers: dict[str, URLSafeSerializer] = {
+            purpose: (URLSafeTimedSerializer if purpose == "confirm" else URLSafeSerializer)(
+                keys, salt=f"course.{purpose}"
+            )
+            for purpose in PURPOSES
+        }
 
     def _serializer(self, purpose: str) -> URLSafeSerializer:
-        if purpose not in PURPOSES:
-            raise ValueError(f"unknown token purpose {purpose!r}")
-        cls = URLSafeTimedSerializer if purpose == "confirm" else URLSafeSerializer
-        return cls(self._keys, salt=f"course.{purpose}")
+        try:
+            return self._serializers[purpose]
+        except KeyError:
+            raise ValueError(f"unknown token purpose {purpose!r}") from None
 
     def dumps(self, purpose: str, *payload: str | int) -> str:
         """A token for ``purpose`` carrying ``payload`` (first item: the public id)."""

@@ -346,8 +346,9 @@ def test_unsubscribe_stops_a_lesson_already_claimed_in_a_running_batch(
     assert len(claimed) == 1
     client.post(reader.url("unsubscribe"), data={"List-Unsubscribe": "One-Click"})
     before = len(outbox_messages(settings))
-    with sender.transport.open() as conn:
-        outcome = sender._deliver(claimed[0], conn, sender.library.current())
+    [item] = sender._load(claimed)
+    with sender.transport.open() as conn, sender.engine.connect() as db:
+        outcome = sender._deliver(db, item, conn, sender.library.current())
     assert outcome == "skipped"
     assert len(outbox_messages(settings)) == before
 

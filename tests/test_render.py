@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from html import escape as html_escape
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from course.config import Settings
 from course.lessons import LessonSet, load_lessons
@@ -124,3 +127,42 @@ def test_lesson_is_compiled_once_per_lesson_set(renderer: Renderer, lessons: Les
 )
 def test_add_query(url: str, expected: str) -> None:
     assert add_query(url, {"utm_source": "course"}) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    name=st.text(
+        alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp", "Cf")),
+        min_size=1,
+        max_size=60,
+    ).filter(lambda n: n.strip() == n and n.strip()),
+)
+def test_any_name_round_trips_through_the_to_header_and_both_parts(name: str) -> None:
+    from course.config import DEFAULTS, settings_from_config
+    from course.lessons import load_lessons
+
+    config = dict(DEFAULTS)
+    config.update(
+        DATABASE_URL="sqlite://", SECRET_KEY="k" * 40, BASE_URL="https://course.example.org"
+    )
+    settings_ = settings_from_config(config)
+    renderer = Renderer(settings_, Signer(settings_.secret_keys))
+    lessons = load_lessons(settings_.lessons_dir)
+    data = renderer.build("lesson", 1, Reader("pid", "ana@example.com", name), lessons, NOW)
+    msg = parse(data)
+    assert msg["To"].addresses[0].display_name == name
+    assert msg["To"].addresses[0].addr_spec == "ana@example.com"
+    assert f"Hi {name}," in text_part(data)
+    assert f"Hi {html_escape(name)}," in html_part(data)
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+
+
+def test_the_parts_decode_to_exactly_what_was_filled_in(
+    renderer: Renderer, lessons: LessonSet
+) -> None:
+    compiled = renderer.compiled("lesson", 3, lessons)
+    values = renderer.slot_values(compiled.slots | {"unsubscribe_url"}, READER, "lesson", 3)
+    html, text = compiled.fill(values)
+    data = renderer.build("lesson", 3, READER, lessons, NOW)
+    assert text_part(data).replace("\r\n", "\n") == text.replace("\r\n", "\n")
+    assert html_part(data).replace("\r\n", "\n") == html.replace("\r\n", "\n")
