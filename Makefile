@@ -17,8 +17,13 @@ run: $(STAMP)
 	COURSE_ENV=$${COURSE_ENV:-development} $(BIN)/course run --host $${HOST:-127.0.0.1} --port $${PORT:-5000}
 
 test: $(STAMP)
-	$(BIN)/ruff check course tests wsgi.py
+	$(BIN)/ruff check course tests bench wsgi.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks (not tests): needs PostgreSQL, and smtp-sink and wrk from Debian's postfix and
+# wrk packages. See docs/benchmarks.md.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check course tests wsgi.py

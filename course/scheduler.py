@@ -29,7 +29,7 @@ log = logging.getLogger("course.scheduler")
 
 def build_sender(settings: Settings) -> Sender:
     """A sender wired to the configured database and mail transport."""
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, asynchronous_commit=True)
     return Sender(settings, make_sessionmaker(engine), transport_from_url(settings.mail_url))
 
 
