@@ -33,3 +33,13 @@ def test_readers_do_not_block_writers_on_sqlite(
     finally:
         reader_engine.dispose()
         writer_engine.dispose()
+
+
+def test_sender_engine_commits_asynchronously_on_postgresql(db_url: str) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL setting")
+    for asynchronous, expected in ((True, "off"), (False, "on")):
+        engine = make_engine(db_url, asynchronous_commit=asynchronous)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == expected
+        engine.dispose()
