@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection as Conn
-from sqlalchemy import bindparam, case, select, update
+from sqlalchemy import bindparam, case, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.config import Settings
@@ -342,13 +342,18 @@ class Sender:
             )
 
     def _heartbeat(self, result: TickResult) -> None:
+        now = self.clock()
         try:
             with self.sessions() as session, session.begin():
                 session.merge(
                     SchedulerTick(
-                        worker=self.worker,
-                        last_tick_at=self.clock(),
-                        last_summary=result.log_line(),
+                        worker=self.worker, last_tick_at=now, last_summary=result.log_line()
+                    )
+                )
+                # Every restart is a new worker name: forget the ones gone for a week.
+                session.execute(
+                    delete(SchedulerTick).where(
+                        SchedulerTick.last_tick_at < now - timedelta(days=7)
                     )
                 )
         except Exception:  # a heartbeat must never stop sending
