@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -15,10 +16,13 @@ from course.config import (
     PROJECT_ROOT,
     Settings,
     resolve_instance_paths,
+    secret_key_problem,
     settings_from_config,
 )
 from course.db import make_engine, make_sessionmaker
 from course.lessons import LessonLibrary
+from course.logs import install_log_masking
+from course.security import register_security
 from course.tokens import Signer
 
 
@@ -56,11 +60,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update(test_config)
     resolve_instance_paths(app.config, app.instance_path)
     settings = settings_from_config(app.config)
+    install_log_masking()
     configure_cookies(app, settings)
     register_extensions(app, settings)
     register_blueprints(app, settings)
     register_rate_limits(app)
     register_errorhandlers(app)
+    register_security(app, settings)
     register_commands(app)
 
     @app.context_processor
@@ -85,6 +91,9 @@ def configure_cookies(app: Flask, settings: Settings) -> None:
         WTF_CSRF_TIME_LIMIT=8 * 3600,
         RATELIMIT_STORAGE_URI=app.config.get("RATELIMIT_STORAGE_URL") or "memory://",
         RATELIMIT_HEADERS_ENABLED=True,
+        # If Redis goes away, count in this process's memory until it is back, rather than
+        # failing every signup and login with a 500.
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
     )
 
 
@@ -104,8 +113,12 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         signer=Signer(settings.secret_keys),
         lessons=LessonLibrary(settings.lessons_dir),
     )
-    # Flask's own signed cookies verify with the same fallback keys.
-    app.config["SECRET_KEY_FALLBACKS"] = list(settings.secret_keys[:-1])
+    # Flask's own signed cookies verify with the same fallback keys, except weak ones: an
+    # old weak key may keep emailed links working during a rotation, but must never let
+    # anyone forge an admin's session cookie.
+    app.config["SECRET_KEY_FALLBACKS"] = [
+        key for key in settings.secret_keys[:-1] if secret_key_problem(key) is None
+    ]
     # No app-wide context processor: only admin pages need ``current_user`` (the admin
     # blueprint provides it), and loading it on reader pages would open a second database
     # session while the page's own transaction is still open.
@@ -119,15 +132,43 @@ def register_extensions(app: Flask, settings: Settings) -> None:
 def register_rate_limits(app: Flask) -> None:
     """Attach rate limits to endpoints (here, so the limiter can be per app)."""
     from course.web.admin import LOGIN_LIMITS
+    from course.web.public import subscribe_limits
 
     limiter = app.extensions["course_limiter"]
-    for endpoint, limits in {"admin.login": LOGIN_LIMITS}.items():
+    settings = app.extensions["course"].settings
+    endpoints = {
+        "admin.login": LOGIN_LIMITS,
+        "public.subscribe_view": subscribe_limits(settings),
+    }
+    for endpoint, limits in endpoints.items():
         view = app.view_functions[endpoint]
         for limit in limits:
             view = limiter.limit(
-                limit.value, key_func=limit.key, methods=["POST"], scope=limit.scope
+                limit.value, key_func=_safe_key(limit.key), methods=["POST"], scope=limit.scope
             )(view)
         app.view_functions[endpoint] = view
+
+
+def _safe_key(key: Callable[[], str] | None) -> Callable[[], str] | None:
+    """A rate-limit key function that never raises.
+
+    Key functions read the body (the address being signed up or logged in). If that fails
+    (a body over MAX_CONTENT_LENGTH, broken multipart), Flask-Limiter would take the error
+    for a broken limit store and switch to its in-memory fallback; count the client instead
+    and let the view answer the bad body (413, 400).
+    """
+    if key is None:
+        return None
+
+    def safe() -> str:
+        try:
+            return key()
+        except Exception:
+            from flask_limiter.util import get_remote_address
+
+            return "unreadable:" + (get_remote_address() or "-")
+
+    return safe
 
 
 def register_blueprints(app: Flask, settings: Settings) -> None:
@@ -143,7 +184,9 @@ def register_blueprints(app: Flask, settings: Settings) -> None:
     app.register_blueprint(links.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(health.bp)
-    csrf.exempt(public.bp)  # signup is public and double opt-in; see issue #6 hardening
+    # The signup endpoint checks CSRF itself: our own form must carry the token, a form
+    # from an allowed origin is vouched for by its Origin header (see course.web.public).
+    csrf.exempt(public.subscribe_view)
     if settings.mail_url.startswith("outbox:"):
         from course.web import dev
 

@@ -211,7 +211,8 @@ class EventKind(enum.StrEnum):
 
 class Event(Base):
     """One recorded action, for reports. After an erasure the row stays, anonymous:
-    ``subscriber_id`` and ``value`` are cleared, so counts still add up."""
+    ``subscriber_id`` is cleared, so counts (including check-in answers) still add up.
+    ``value`` never holds personal text: only an answer such as "lighter"."""
 
     __tablename__ = "events"
 

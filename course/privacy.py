@@ -5,13 +5,13 @@ Functions take a session and never commit.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from course.models import Delivery, Event, LessonProgress, Subscriber
+from course.models import Delivery, Event, LessonProgress, Subscriber, SubscriberStatus
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -83,3 +83,28 @@ def erase(session: Session, subscriber: Subscriber) -> None:
     )
     session.delete(subscriber)
     session.flush()
+
+
+def purge_pending(session: Session, now: datetime, days: int) -> int:
+    """Delete signups still unconfirmed ``days`` after their last confirmation email.
+
+    Someone who never confirmed never agreed to anything: after the retention period
+    (``COURSE_PENDING_RETENTION_DAYS``) their address, name and everything that hangs on
+    it are deleted. The clock starts at the latest confirmation request, so an address
+    that just signed up again is kept for the full period. Returns how many were deleted.
+    """
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    cutoff = now - timedelta(days=days)
+    # One statement, with the conditions in it: a reader who confirms while this runs is
+    # never deleted. The foreign keys take their deliveries and progress with them and
+    # leave their events (a returning reader's) as anonymous counts, as after erase().
+    result = session.execute(
+        delete(Subscriber)
+        .where(
+            Subscriber.status == SubscriberStatus.PENDING,
+            func.coalesce(Subscriber.confirm_sent_at, Subscriber.created_at) < cutoff,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

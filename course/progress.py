@@ -112,8 +112,19 @@ def _take_back_scan(
     if row.done_at is not None and row.done_at >= start:
         row.done_at = None
     if row.checkin_at is not None and row.checkin_at >= start:
-        row.checkin = None
-        row.checkin_at = None
+        # Back to the reader's own answer from before the scan, if they had given one.
+        before = session.scalars(
+            select(Event)
+            .where(
+                Event.subscriber_id == subscriber.id,
+                Event.lesson == lesson,
+                Event.kind == EventKind.CHECKIN,
+                Event.created_at < start,
+            )
+            .order_by(Event.created_at.desc(), Event.id.desc())
+        ).first()
+        row.checkin = before.value if before else None
+        row.checkin_at = before.created_at if before else None
     session.execute(
         delete(Event).where(Event.id.in_([e.id for e in events if e.kind in _LINK_RECORDED]))
     )

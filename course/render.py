@@ -106,6 +106,8 @@ def _address_header(name: str, address: str) -> str:
     """``Name <address>`` for a header, quoting and encoding the name as needed."""
     if not name:
         return address
+    # Signup refuses encoded words; this defuses any that reached the database before.
+    name = name.replace("=?", "= ?")
     if address.isascii():
         return formataddr((name, address), charset="utf-8")
     # An SMTPUTF8 message (non-ASCII local part): headers are UTF-8 as they stand.
@@ -174,7 +176,10 @@ class Renderer:
         self.settings = settings
         self.signer = signer
         self.env = make_jinja_env(settings)
-        self._cache: dict[tuple[int, str, int], CompiledEmail] = {}
+        # Compiled emails of one lesson set; a reloaded set (an edited lesson) starts afresh.
+        # Keyed by the set itself, not id(): a freed set's id can be reused by the next one.
+        self._cache: dict[tuple[str, int], CompiledEmail] = {}
+        self._cache_for: LessonSet | None = None
         self.envelope_from = parseaddr(settings.mail_from)[1] or "course@localhost"
         display, address = parseaddr(settings.mail_from)
         self._from_header = (
@@ -204,11 +209,12 @@ class Renderer:
 
     def compiled(self, kind: str, number: int, lessons: LessonSet) -> CompiledEmail:
         """The compiled confirmation or lesson ``number`` (cached per lesson set)."""
-        key = (id(lessons), kind, number if kind == "lesson" else 0)
+        if lessons is not self._cache_for:
+            self._cache = {}
+            self._cache_for = lessons
+        key = (kind, number if kind == "lesson" else 0)
         cached = self._cache.get(key)
         if cached is None:
-            if len(self._cache) > 256:  # lesson sets reloaded many times: start afresh
-                self._cache.clear()
             if kind == "confirm":
                 cached = self._compile("confirm", lessons)
             else:

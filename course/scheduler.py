@@ -22,6 +22,7 @@ from course.config import Settings
 from course.db import make_engine, make_sessionmaker
 from course.mail import transport_from_url
 from course.models import utcnow
+from course.privacy import purge_pending
 from course.sending import Sender
 
 log = logging.getLogger("course.scheduler")
@@ -43,6 +44,18 @@ def run_tick(sender: Sender) -> None:
     log.info("tick worker=%s %s", sender.worker, result.log_line())
 
 
+def run_housekeeping(sender: Sender) -> int:
+    """Delete signups that were never confirmed within the retention period (hourly)."""
+    try:
+        with sender.sessions() as session, session.begin():
+            purged = purge_pending(session, sender.clock(), sender.settings.pending_retention_days)
+    except Exception:
+        log.exception("housekeeping failed worker=%s", sender.worker)
+        return 0
+    log.info("housekeeping worker=%s purged_pending=%d", sender.worker, purged)
+    return purged
+
+
 def _add_job(scheduler: BaseScheduler, sender: Sender, settings: Settings) -> None:
     scheduler.add_job(
         run_tick,
@@ -54,6 +67,17 @@ def _add_job(scheduler: BaseScheduler, sender: Sender, settings: Settings) -> No
         max_instances=1,  # a long tick is never overlapped by the next one
         coalesce=True,  # ticks missed while busy collapse into one
         misfire_grace_time=None,
+    )
+    # Every sender runs it; the DELETE is idempotent, so several at once do no harm.
+    scheduler.add_job(
+        run_housekeeping,
+        "interval",
+        args=[sender],
+        hours=1,
+        id="course-housekeeping",
+        next_run_time=datetime.now(utcnow().tzinfo),
+        max_instances=1,
+        coalesce=True,
     )
 
 

@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection as Conn
-from sqlalchemy import bindparam, case, delete, select, update
+from sqlalchemy import bindparam, case, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.config import Settings
@@ -122,7 +122,8 @@ _MARK_SENT = (
     .where(Delivery.id == bindparam("did"))
     .values(
         status=DeliveryStatus.SENT,
-        sent_at=bindparam("now"),
+        # The first time it reached the reader; an operator's re-send keeps that date.
+        sent_at=func.coalesce(Delivery.sent_at, bindparam("now")),
         claimed_by=None,
         attempts=Delivery.attempts + 1,
         last_error=None,
@@ -313,7 +314,14 @@ class Sender:
                                 break
                         self._release(rest)
                         return
-                    outcome = self._deliver(db, item, conn, lessons)
+                    try:
+                        outcome = self._deliver(db, item, conn, lessons)
+                    except Exception:
+                        # One odd message (its reader erased mid-send, a database hiccup)
+                        # must not stop the batch: hand its claim back and go on.
+                        log.exception("delivery=%s could not be recorded", item.id)
+                        self._release([item.id])
+                        outcome = "skipped"
                     with lock:
                         setattr(result, outcome, getattr(result, outcome) + 1)
 
@@ -411,10 +419,13 @@ class Sender:
             except PermanentError as exc:
                 if tx.is_active:
                     tx.rollback()
-                return self._record_permanent(item.id, str(exc))
+                return self._record_permanent(item.id, exc)
             if not self._hold_lock:
                 tx = db.begin()
                 status = db.execute(_SUBSCRIBER_STATUS, {"sid": item.subscriber_id}).scalar()
+                if status is None:  # erased while the message was out: nothing to record
+                    tx.commit()
+                    return "sent"
             else:
                 status = row.subscriber_status
             self._record_sent(db, item, str(status), lessons.total)
@@ -449,16 +460,32 @@ class Sender:
             lesson_params(item.subscriber_id, item.number + 1, due, next_status),
         )
 
+    def _claimed_row(self, session: Session, delivery_id: int) -> Delivery | None:
+        """The delivery if it still exists and is ours: a pause, an erase or a lost lease
+        may have changed it while the message was out."""
+        delivery = session.get(Delivery, delivery_id, populate_existing=True)
+        if (
+            delivery is None
+            or delivery.status != DeliveryStatus.QUEUED
+            or delivery.claimed_by != self.worker
+        ):
+            return None
+        return delivery
+
     def _record_transient(self, delivery_id: int, error: str) -> str:
         now = self.clock()
         with self.sessions() as session, session.begin():
-            delivery = session.get_one(Delivery, delivery_id)
+            delivery = self._claimed_row(session, delivery_id)
+            if delivery is None:
+                return "skipped"
             delivery.attempts += 1
             delivery.last_error = error[:1000]
             delivery.claimed_by = None
             first = delivery.first_failed_at or now
             delivery.first_failed_at = first
             if now - first >= RETRY_WINDOW:
+                # Shown on the dashboard; an operator can retry it from the reader's page
+                # (course.subscriptions.retry_failed), and a resume re-queues it too.
                 delivery.status = DeliveryStatus.FAILED
                 log.warning("delivery=%s failed after %s attempts", delivery_id, delivery.attempts)
                 return "failed"
@@ -467,14 +494,19 @@ class Sender:
             )
         return "retried"
 
-    def _record_permanent(self, delivery_id: int, error: str) -> str:
+    def _record_permanent(self, delivery_id: int, error: PermanentError) -> str:
         now = self.clock()
         with self.sessions() as session, session.begin():
-            delivery = session.get_one(Delivery, delivery_id)
+            delivery = self._claimed_row(session, delivery_id)
+            if delivery is None:
+                return "skipped"
             delivery.attempts += 1
             delivery.status = DeliveryStatus.FAILED
-            delivery.last_error = error[:1000]
+            delivery.last_error = str(error)[:1000]
             delivery.claimed_by = None
+            if not error.bounce:
+                log.warning("delivery=%s refused: %s", delivery_id, str(error)[:200])
+                return "failed"
             subscriber: Subscriber = delivery.subscriber
             subscriber.status = SubscriberStatus.BOUNCED
             subscriber.unsubscribed_at = now

@@ -36,10 +36,14 @@ from course.progress import record_event
 from course.schedule import next_calendar_send, next_lesson_due, resume_due
 
 MAX_NAME = 100
+ENCODED_WORD = "=?"
 MAX_SOURCE = 64
 #: Confirmation emails one address may receive in 24 hours, whoever asks for them: the
 #: signup form cannot be used to flood someone's inbox.
 MAX_CONFIRMATIONS_PER_DAY = 3
+#: How long "Never email me again" (unsubscribing from a confirmation email) blocks new
+#: confirmation emails to that address.
+NEVER_AGAIN = timedelta(days=90)
 _SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
 
 
@@ -77,8 +81,12 @@ def _clean_text(value: object, field: str, limit: int, errors: dict[str, str]) -
     if len(value) > limit:
         errors[field] = f"must be at most {limit} characters"
         return None
-    # Control characters (CR, LF, NUL, ...) have no place in a name and could break a header.
-    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+    # Control characters (CR, LF, NUL, ...) have no place in a name and could break a header;
+    # nor does "=?", the start of an RFC 2047 encoded word, which mail software decodes
+    # inside headers (CPython before 3.11.10 even writes it out as CR/LF: CVE-2024-6923).
+    if ENCODED_WORD in value or any(
+        unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value
+    ):
         errors[field] = "contains characters that are not allowed"
         return None
     return value
@@ -106,6 +114,9 @@ def validate_signup(data: Mapping[str, object], *, check_deliverability: bool) -
             email = result.normalized
         except EmailNotValidError as exc:
             errors["email"] = f"That doesn't look like a valid email address: {exc}"
+        else:
+            if ENCODED_WORD in email:
+                errors["email"] = "That email address contains characters we cannot accept."
     name = _clean_text(data.get("name"), "name", MAX_NAME, errors)
     tz = _clean_text(data.get("timezone"), "timezone", 64, errors)
     if tz is not None and tz not in known_timezones():
@@ -169,6 +180,15 @@ def subscribe(
         return subscriber  # enrolled: there is nothing to confirm
     if confirmations_since(session, subscriber.id, now - timedelta(days=1)) >= max_confirmations:
         return subscriber  # enough mail for one day, whoever is asking
+    if (
+        subscriber.status == SubscriberStatus.UNSUBSCRIBED
+        and subscriber.confirmed_at is None
+        and subscriber.unsubscribed_at is not None
+        and now - subscriber.unsubscribed_at < NEVER_AGAIN
+    ):
+        # They never confirmed and chose "Never email me again" in the confirmation: someone
+        # else may be using their address. Honour it for a long while, whoever asks.
+        return subscriber
     if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
         # Coming back is a fresh start: a new double opt-in, then the course from lesson 1.
         subscriber.status = SubscriberStatus.PENDING
@@ -296,8 +316,17 @@ def upsert_lesson(dialect: str) -> Insert:
             "due_at": case(
                 (Delivery.claimed_by.is_(None), stmt.excluded.due_at), else_=Delivery.due_at
             ),
+            # A fresh start for a row that failed before: a full retry window again.
+            "attempts": case(
+                (Delivery.status == DeliveryStatus.FAILED, 0), else_=Delivery.attempts
+            ),
+            "first_failed_at": None,
         },
-        where=Delivery.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.CANCELLED]),
+        # Sent rows are never touched; failed ones can be queued again (a resume, or an
+        # operator's retry after the relay was fixed).
+        where=Delivery.status.in_(
+            [DeliveryStatus.QUEUED, DeliveryStatus.CANCELLED, DeliveryStatus.FAILED]
+        ),
     )
 
 
@@ -400,7 +429,16 @@ def unsubscribe(
     subscriber.status = SubscriberStatus.UNSUBSCRIBED
     subscriber.unsubscribed_at = now
     _cancel_queued(session, subscriber, (DeliveryKind.LESSON, DeliveryKind.CONFIRM))
-    record_event(session, subscriber, EventKind.UNSUBSCRIBE, now, via=via, operator_id=operator_id)
+    # The event carries the last lesson received: reports show "unsubscribed after lesson n".
+    record_event(
+        session,
+        subscriber,
+        EventKind.UNSUBSCRIBE,
+        now,
+        via=via,
+        operator_id=operator_id,
+        lesson=lessons_sent(session, subscriber.id) or None,
+    )
     return True
 
 
@@ -437,11 +475,14 @@ def send_hour_of(subscriber: Subscriber, settings: Settings) -> int:
 def next_queued_lesson(session: Session, subscriber_id: int) -> Delivery | None:
     """The lesson waiting to be sent to this subscriber, if any."""
     return session.scalars(
-        select(Delivery).where(
+        select(Delivery)
+        .where(
             Delivery.subscriber_id == subscriber_id,
             Delivery.kind == DeliveryKind.LESSON,
             Delivery.status == DeliveryStatus.QUEUED,
+            Delivery.generation == 0,  # not an operator's re-send of an earlier lesson
         )
+        .order_by(Delivery.number.desc())
     ).first()
 
 
@@ -466,7 +507,8 @@ def resend_lesson(
             Delivery.subscriber_id == subscriber.id,
             Delivery.kind == DeliveryKind.LESSON,
             Delivery.number == number,
-            Delivery.status == DeliveryStatus.SENT,
+            Delivery.sent_at.is_not(None),  # received once (a re-send may have failed since)
+            Delivery.status != DeliveryStatus.QUEUED,
         )
     ).first()
     if delivery is None or subscriber.status not in (
@@ -490,3 +532,36 @@ def resend_lesson(
         operator_id=operator_id,
     )
     return True
+
+
+def retry_failed(
+    session: Session, subscriber: Subscriber, now: datetime, operator_id: int
+) -> int | None:
+    """Queue the reader's failed lesson again for now (an operator's action, e.g. after the
+    relay was fixed). Returns the lesson number, or None if nothing had failed."""
+    failed = session.scalars(
+        select(Delivery)
+        .where(
+            Delivery.subscriber_id == subscriber.id,
+            Delivery.kind == DeliveryKind.LESSON,
+            Delivery.status == DeliveryStatus.FAILED,
+            Delivery.sent_at.is_(None),
+        )
+        .order_by(Delivery.number)
+    ).first()
+    if failed is None or subscriber.status != SubscriberStatus.ACTIVE:
+        return None
+    number = failed.number
+    queue_lesson(session, subscriber, number, now)
+    session.expire(failed)
+    record_event(
+        session,
+        subscriber,
+        EventKind.RESEND,
+        now,
+        lesson=number,
+        value="retry",
+        via="admin",
+        operator_id=operator_id,
+    )
+    return number

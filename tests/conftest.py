@@ -239,3 +239,47 @@ def outbox_messages(settings: Settings) -> list[bytes]:
     """The messages in the outbox folder, oldest first."""
     outbox = OutboxTransport(settings.mail_url.removeprefix("outbox:"))
     return [p.read_bytes() for p in reversed(outbox.messages())]
+
+
+# -- rate-limit stores ----------------------------------------------------------------------
+
+REDIS_URL = os.environ.get("COURSE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _redis_available() -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["memory", "redis"])
+def limit_store(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """App config for a rate-limit store: this process's memory, or Redis.
+
+    Each test gets its own key prefix, so no two tests (or runs) share counters; its Redis
+    keys are deleted afterwards. Without Redis the Redis variant is skipped, unless
+    COURSE_REQUIRE_REDIS is set.
+    """
+    prefix = f"course-test-{uuid.uuid4().hex[:12]}"
+    if request.param == "memory":
+        yield {"RATELIMIT_STORAGE_URL": "memory://", "RATELIMIT_KEY_PREFIX": prefix}
+        return
+    if not _redis_available():
+        _skip_or_fail(f"Redis is not reachable at {REDIS_URL}", "COURSE_REQUIRE_REDIS")
+    yield {"RATELIMIT_STORAGE_URL": REDIS_URL, "RATELIMIT_KEY_PREFIX": prefix}
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"*{prefix}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

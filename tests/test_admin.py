@@ -349,3 +349,20 @@ def test_funnel_and_lesson_numbers_against_a_known_fixture(
     assert lessons[0].unsubscribes == 1
     assert web_only["Signed up"] == 6 and web_only["Booked a session"] == 3
     assert dated["Signed up"] == 2 and dated["Confirmed"] == 2  # r2, r3
+
+
+@pytest.mark.parametrize("lesson", ["²", "99999999999999999999", "", "1; drop"])
+def test_odd_resend_input_is_handled(app: Flask, admin: FlaskClient, lesson: str) -> None:
+    reader = enrol(app, admin, "ana@example.com")
+    page = f"/admin/subscribers/{reader.public_id}"
+    token = csrf_from(admin.get(page).get_data(as_text=True))
+    response = admin.post(f"{page}/resend", data={"csrf_token": token, "lesson": lesson})
+    assert response.status_code == 303
+    assert "Only a lesson" in admin.get(page).get_data(as_text=True)
+
+
+@pytest.mark.parametrize("query", ["to=9999-12-31", "from=0001-01-01", "to=10000-01-01"])
+def test_extreme_dashboard_dates_are_a_message_not_a_500(admin: FlaskClient, query: str) -> None:
+    response = admin.get(f"/admin/?{query}")
+    assert response.status_code == 200
+    assert "Use a date" in response.get_data(as_text=True)

@@ -81,7 +81,10 @@ def test_db_upgrade_creates_the_database(tmp_path: Path) -> None:
     db = tmp_path / "new" / "course.db"
     result = _course(
         ["db", "upgrade"],
-        _clean_env(COURSE_DATABASE_URL=f"sqlite:///{db}", COURSE_SECRET_KEY="k" * 40),
+        _clean_env(
+            COURSE_DATABASE_URL=f"sqlite:///{db}",
+            COURSE_SECRET_KEY="cli-test-" + "0123456789abcdef" * 3,
+        ),
         tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -92,7 +95,7 @@ def test_bad_setting_is_reported_clearly(tmp_path: Path) -> None:
     result = _course(
         ["db", "upgrade"],
         _clean_env(
-            COURSE_SECRET_KEY="k" * 40,
+            COURSE_SECRET_KEY="cli-test-" + "0123456789abcdef" * 3,
             COURSE_SEND_HOUR="25",
             COURSE_DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}",
         ),

@@ -98,3 +98,29 @@ def test_markdown_to_text_wraps_and_keeps_lists() -> None:
     assert "A bold word." in text
     assert max(len(line) for line in text.splitlines()) <= 72
     assert "- item one\n- item two" in text
+
+
+def test_the_sender_sees_every_edit_of_a_lesson(tmp_path: Path) -> None:
+    """Regression: compiled emails were cached by id() of the lesson set, which Python
+    reuses once the old set is freed, so an edit could bring back an older version."""
+    from course.config import DEFAULTS, settings_from_config
+    from course.render import Renderer
+    from course.tokens import Signer
+
+    path = tmp_path / "01-a.md"
+    config = dict(DEFAULTS)
+    config.update(
+        DATABASE_URL="sqlite://",
+        SECRET_KEY="x" * 8 + "0123456789abcdef" * 3,
+        LESSONS_DIR=str(tmp_path),
+    )
+    settings = settings_from_config(config)
+    renderer = Renderer(settings, Signer(settings.secret_keys))
+    library = LessonLibrary(tmp_path)
+    for version in range(8):
+        path.write_text(GOOD.format(day=1).replace("Some", f"Version{version} words"))
+        import os
+
+        os.utime(path, ns=(version * 10**9, version * 10**9))
+        html = renderer.compiled("lesson", 1, library.current()).html
+        assert f"Version{version}" in html

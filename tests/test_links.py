@@ -438,3 +438,64 @@ def test_data_download_and_delete_with_confirmation(
         leftover = s.scalars(select(Event)).all()
         assert leftover and all(e.subscriber_id is None for e in leftover)
     assert client.get(me).status_code == 404
+
+
+def test_a_later_scan_keeps_the_readers_own_answer(
+    client: FlaskClient, reader: Reader, sessions: sessionmaker[Session]
+) -> None:
+    client.post(reader.url("checkin"), data={"answer": "same"})
+    with sessions() as s, s.begin():  # the answer was given hours ago
+        for event in s.scalars(select(Event)):
+            event.created_at -= timedelta(hours=5)
+        for row in s.scalars(select(LessonProgress)):
+            row.checkin_at -= timedelta(hours=5)
+    for url in _all_links(reader.lesson1):  # a gateway re-scans the old email
+        client.get(local_path(url))
+    row = progress(sessions)
+    assert row is not None and row.checkin == "same"
+
+
+def test_unsubscribing_records_the_last_lesson_received(
+    client: FlaskClient, reader: Reader, sessions: sessionmaker[Session]
+) -> None:
+    client.post(reader.url("unsubscribe"))
+    assert [e.lesson for e in events(sessions, EventKind.UNSUBSCRIBE)] == [1]
+
+
+@pytest.mark.parametrize("hour", ["²", "1" * 5000, "-1", "24", " 8", "8.0"])
+def test_odd_send_hours_are_a_400_not_a_500(client: FlaskClient, reader: Reader, hour: str) -> None:
+    response = client.post(
+        reader.url("me") + "/schedule", data={"send_hour": hour, "timezone": "UTC"}
+    )
+    assert response.status_code == 400
+
+
+def test_a_schedule_change_moves_the_next_lesson_not_a_resend(
+    app: Flask, client: FlaskClient, reader: Reader, sessions: sessionmaker[Session]
+) -> None:
+    from course.models import utcnow
+    from course.subscriptions import by_public_id, resend_lesson
+
+    with sessions() as s, s.begin():
+        assert resend_lesson(s, by_public_id(s, reader.public_id), 1, utcnow(), operator_id=1)
+    client.post(reader.url("me") + "/schedule", data={"send_hour": "19", "timezone": "Asia/Tokyo"})
+    with sessions() as s:
+        queued = {
+            d.number: d
+            for d in s.scalars(select(Delivery).where(Delivery.status == DeliveryStatus.QUEUED))
+        }
+    assert queued[1].due_at <= utcnow()  # the re-send still goes now
+    from zoneinfo import ZoneInfo
+
+    assert queued[2].due_at.astimezone(ZoneInfo("Asia/Tokyo")).hour == 19
+    first_sent = None
+    with sessions() as s:
+        first_sent = s.scalars(
+            select(Delivery.sent_at).where(Delivery.number == 1, Delivery.kind == "lesson")
+        ).one()
+    tick(app)
+    with sessions() as s:
+        row = s.scalars(
+            select(Delivery).where(Delivery.number == 1, Delivery.kind == "lesson")
+        ).one()
+    assert row.status == DeliveryStatus.SENT and row.sent_at == first_sent

@@ -14,6 +14,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -406,3 +407,27 @@ def test_several_senders_killed_at_random_lose_nothing_and_keep_order(
     assert all(statuses[e] == SubscriberStatus.COMPLETED for e in expected)
     assert failed <= bounced
     assert left_claimed == []
+
+
+def test_housekeeping_purges_unconfirmed_signups_after_the_retention_period(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    from course.scheduler import run_housekeeping
+
+    settings = engine_settings(tmp_path, sqlite_url, PENDING_RETENTION_DAYS=7)
+    clock = FakeClock()
+    sessions = sessions_for(sqlite_url)
+    from course.subscriptions import subscribe, validate_signup
+
+    for email, then in (("old@example.com", 5), ("new@example.com", 0)):
+        data = validate_signup({"email": email}, check_deliverability=False)
+        with sessions() as s, s.begin():
+            subscribe(s, data, now=clock(), default_timezone="UTC", resend_after=timedelta(1))
+        clock.advance(days=then)
+    enrol(settings, clock, "confirmed@example.com")
+    clock.advance(days=3)  # "old" asked 8 days ago, "new" 3 days ago
+    sender = make_sender(settings, MemoryTransport(), clock)
+    assert run_housekeeping(sender) == 1
+    with sessions() as s:
+        left = sorted(s.scalars(select(Subscriber.email)))
+    assert left == ["confirmed@example.com", "new@example.com"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -15,6 +16,14 @@ from course.models import Delivery, DeliveryKind, Subscriber, SubscriberStatus, 
 def count(sessions: sessionmaker[Session], model: type, *where: object) -> int:
     with sessions() as s:
         return int(s.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+def post_form(client: FlaskClient, data: dict[str, str]):  # type: ignore[no-untyped-def]
+    """Post the hosted form as a browser does: with the CSRF token from the page."""
+    page = client.get("/").get_data(as_text=True)
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, "no CSRF token on the hosted form"
+    return client.post("/subscribe", data={**data, "csrf_token": match.group(1)})
 
 
 @pytest.mark.parametrize(
@@ -68,7 +77,7 @@ def test_bad_json_gets_a_field_error_and_stores_nothing(
 def test_bad_form_shows_the_page_again_with_message_and_values(
     client: FlaskClient, sessions: sessionmaker[Session]
 ) -> None:
-    response = client.post("/subscribe", data={"email": "ana@", "name": "Ana <b>"})
+    response = post_form(client, {"email": "ana@", "name": "Ana <b>"})
     assert response.status_code == 400
     page = response.get_data(as_text=True)
     assert "valid email address" in page
@@ -100,7 +109,7 @@ def test_wrong_content_type_or_body(
 
 
 def test_form_signup_redirects_to_thanks(client: FlaskClient) -> None:
-    response = client.post("/subscribe", data={"email": "ana@example.com", "name": "Ana"})
+    response = post_form(client, {"email": "ana@example.com", "name": "Ana"})
     assert response.status_code == 303
     assert response.headers["Location"].endswith("/thanks")
     assert "check your inbox" in client.get("/thanks").get_data(as_text=True).lower()
@@ -115,8 +124,8 @@ def test_known_address_gets_the_same_response(
         s.scalars(select(Subscriber)).one().status = SubscriberStatus.ACTIVE
     second = client.post("/subscribe", json={"email": "ANA@EXAMPLE.COM"})
     assert (first.status_code, first.get_json()) == (second.status_code, second.get_json())
-    form_new = client.post("/subscribe", data={"email": "new@example.com"})
-    form_known = client.post("/subscribe", data={"email": "Ana@example.com"})
+    form_new = post_form(client, {"email": "new@example.com"})
+    form_known = post_form(client, {"email": "Ana@example.com"})
     assert form_new.status_code == form_known.status_code == 303
     assert form_new.headers["Location"] == form_known.headers["Location"]
     assert count(sessions, Subscriber) == 2  # no duplicate enrolment

@@ -216,3 +216,42 @@ def test_tls_forms(tls_server: tuple[Controller, RecordingHandler], scheme: str)
     strict = transport_from_url(f"{scheme}://127.0.0.1:{controller.port}")
     with strict.open() as conn, pytest.raises(TransientError):
         conn.send("a@example.org", "b@example.org", MESSAGE)
+
+
+@pytest.mark.parametrize(
+    ("code", "reply", "at_recipient", "bounce"),
+    [
+        (550, "5.1.1 No such user", True, True),
+        (550, "No such user here", True, True),
+        (552, "5.2.1 Mailbox disabled", True, True),
+        (550, "5.7.1 Relaying denied", True, False),
+        (550, "Relaying denied", True, False),
+        (554, "5.7.1 Message rejected as spam", False, False),
+        (552, "5.3.4 Message too big", False, False),
+    ],
+)
+def test_only_mailbox_problems_bounce_the_reader(
+    code: int, reply: str, at_recipient: bool, bounce: bool
+) -> None:
+    from course.mail.smtp import _classify
+
+    error = _classify(code, reply, at_recipient=at_recipient)
+    assert isinstance(error, PermanentError) and error.bounce is bounce
+
+
+def test_a_refused_message_fails_the_delivery_but_keeps_the_reader(
+    tmp_path: Path, db_url: str, smtp_server: tuple[Controller, RecordingHandler]
+) -> None:
+    controller, handler = smtp_server
+
+    async def refuse(server, session, envelope):  # type: ignore[no-untyped-def]
+        return "554 5.7.1 Message rejected by content policy"
+
+    handler.handle_DATA = refuse  # type: ignore[method-assign]
+    settings = engine_settings(tmp_path, db_url, MAIL_URL=f"smtp://127.0.0.1:{controller.port}")
+    clock = FakeClock()
+    enrol(settings, clock, "ana@example.com")
+    result = make_sender(settings, transport_from_url(settings.mail_url), clock).tick()
+    assert result.failed == 1
+    with sessions_for(settings.database_url)() as s:
+        assert s.query(Subscriber).one().status == SubscriberStatus.ACTIVE

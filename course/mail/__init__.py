@@ -30,7 +30,16 @@ class TransientError(DeliveryError):
 
 
 class PermanentError(DeliveryError):
-    """The server refused this recipient for good (a 5xx reply): do not try again."""
+    """The server refused this message for good (a 5xx reply): do not try again.
+
+    ``bounce`` says whether the refusal is about the recipient's mailbox (it does not
+    exist, is disabled): then nothing more should go to that reader. A refusal of the
+    content or of our relay access is not the reader's fault and does not bounce them.
+    """
+
+    def __init__(self, message: str, *, bounce: bool = False) -> None:
+        super().__init__(message)
+        self.bounce = bounce
 
 
 class Connection(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 from collections.abc import Iterator
@@ -99,7 +100,7 @@ class SMTPConnection:
                 raise PermanentError(f"the relay does not support SMTPUTF8: {exc}") from exc
             except smtplib.SMTPRecipientsRefused as exc:
                 code, reply = exc.recipients.get(to, (0, b""))
-                raise _classify(code, reply) from exc
+                raise _classify(code, reply, at_recipient=True) from exc
             except smtplib.SMTPSenderRefused as exc:
                 # Our own From address was refused: a configuration problem, not the
                 # reader's. Retrying keeps the lesson; bouncing would drop the reader.
@@ -122,7 +123,7 @@ class SMTPConnection:
                 raise TransientError(str(exc)) from exc
             if refused:
                 code, reply = refused[to]
-                raise _classify(code, reply)
+                raise _classify(code, reply, at_recipient=True)
             return
 
     def _drop(self) -> None:
@@ -143,9 +144,27 @@ class SMTPConnection:
                 self._drop()
 
 
-def _classify(code: int, reply: bytes | str) -> TransientError | PermanentError:
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
+
+
+def _classify(
+    code: int, reply: bytes | str, *, at_recipient: bool = False
+) -> TransientError | PermanentError:
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
     message = f"{code} {text}".strip()
-    if 500 <= code < 600:
-        return PermanentError(message)
-    return TransientError(message)
+    if not 500 <= code < 600:
+        return TransientError(message)
+    return PermanentError(message, bounce=at_recipient and _mailbox_problem(code, text))
+
+
+def _mailbox_problem(code: int, text: str) -> bool:
+    """Is a 5xx reply to RCPT about the mailbox itself (RFC 3463 class 5.1.x / 5.2.1)?
+
+    "550 5.7.1 relaying denied" at RCPT is our relay's configuration, not the reader.
+    Without an enhanced status code, 550/551/553 mean a bad mailbox unless they say relay.
+    """
+    enhanced = _ENHANCED.match(text)
+    if enhanced:
+        subject, detail = enhanced.group(2), enhanced.group(3)
+        return subject == "1" or (subject == "2" and detail == "1")
+    return code in (550, 551, 553) and "relay" not in text.lower()

@@ -7,6 +7,7 @@ modules. Every operator action is recorded as an event with the operator's id.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -48,7 +49,7 @@ from course.privacy import erase, export_data
 from course.progress import record_event
 from course.render import Reader, Renderer, envelope_address
 from course.reports import Filters, funnel, health, per_lesson
-from course.subscriptions import pause, resend_lesson, resume, unsubscribe
+from course.subscriptions import pause, resend_lesson, resume, retry_failed, unsubscribe
 from course.web.charts import bar_chart, stacked_bars
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -153,10 +154,14 @@ def _filters() -> tuple[Filters, dict[str, str]]:
         if not raw:
             return None
         try:
-            return date.fromisoformat(raw)
+            value = date.fromisoformat(raw)
         except ValueError:
             errors[name] = "Use a date like 2026-01-31."
             return None
+        if not date(1970, 1, 1) <= value <= date(9000, 12, 31):  # date + 1 day must exist
+            errors[name] = "Use a date between 1970 and 9000."
+            return None
+        return value
 
     source = request.args.get("source", "").strip()[:64] or None
     return Filters(start=day("from"), end=day("to"), source=source), errors
@@ -214,7 +219,7 @@ def subscribers() -> ResponseReturnValue:
     q = request.args.get("q", "").strip()[:200]
     status = request.args.get("status", "")
     page = request.args.get("page", "1")
-    page_no = int(page) if page.isdigit() and 0 < int(page) < 100000 else 1
+    page_no = int(page) if re.fullmatch(r"[0-9]{1,5}", page) and int(page) > 0 else 1
     query = select(Subscriber)
     if q:
         pattern = (
@@ -286,6 +291,9 @@ def subscriber_detail(public_id: str) -> ResponseReturnValue:
         timeline=timeline,
         progress=progress,
         sent_lessons=sent_lessons,
+        has_failed=any(
+            d.kind == "lesson" and d.status == "failed" and not d.sent_at for d in deliveries
+        ),
         statuses=SubscriberStatus,
     )
 
@@ -318,13 +326,22 @@ def subscriber_action(public_id: str, action: str) -> ResponseReturnValue:
             message = "Unsubscribed." if ok else "Already unsubscribed."
         elif action == "resend":
             lesson = request.form.get("lesson", "")
-            ok = lesson.isdigit() and resend_lesson(
+            # ASCII digits, and few of them: "²".isdigit() is True and int() refuses it.
+            ok = bool(re.fullmatch(r"[0-9]{1,4}", lesson)) and resend_lesson(
                 session, subscriber, int(lesson), now, operator_id
             )
             message = (
                 f"Lesson {lesson} will be sent again on the next tick."
                 if ok
                 else "Only a lesson this reader already received can be re-sent."
+            )
+        elif action == "retry":
+            number = retry_failed(session, subscriber, now, operator_id)
+            ok = number is not None
+            message = (
+                f"Lesson {number} will be tried again on the next tick."
+                if ok
+                else "Nothing to retry: no failed lesson for an active reader."
             )
         else:
             abort(404)

@@ -9,6 +9,7 @@ scanner's prefetch is kept from recording anything.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -414,7 +415,10 @@ def progress_schedule(token: str) -> ResponseReturnValue:
         errors: dict[str, str] = {}
         hour_raw = request.form.get("send_hour", "")
         tz = request.form.get("timezone", "")
-        hour = int(hour_raw) if hour_raw.isdigit() and int(hour_raw) <= 23 else None
+        # ASCII digits only: str.isdigit() accepts "²", which int() then refuses.
+        hour = int(hour_raw) if re.fullmatch(r"[0-9]{1,2}", hour_raw) else None
+        if hour is not None and hour > 23:
+            hour = None
         if hour is None:
             errors["send_hour"] = "Please choose an hour between 0 and 23."
         if tz not in known_timezones():

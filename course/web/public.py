@@ -1,15 +1,44 @@
-"""The public pages: the hosted signup page, the signup endpoint and the confirmation link."""
+"""The public pages: the hosted signup page, the signup endpoint and the confirmation link.
+
+``POST /subscribe`` sits on the open internet, so it is guarded in layers:
+
+- **Where it comes from.** A form posted from our own page must carry its CSRF token. A
+  form posted from one of ``COURSE_ALLOWED_ORIGINS`` (the practice's own site) needs none:
+  its ``Origin`` is the proof. Any other ``Origin`` (or ``Referer``) is refused with 403. JSON
+  needs no token (a cross-origin JSON post needs a CORS preflight, which only allowed
+  origins get) but a foreign ``Origin`` is refused as well.
+- **How often.** Rate limits per client address and per target address (see
+  :func:`subscribe_limits`), and at most a few confirmation emails per address a day
+  (``course.subscriptions.subscribe``).
+- **Who fills it in.** A hidden honeypot field and a signed time stamp: a bot that fills in
+  every field, or posts faster than a person can type, gets the same answer as a person and
+  nothing is stored. A form without the stamp (the practice's own) is not a bot for that.
+"""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
+from typing import Any
+from urllib.parse import unquote_to_bytes
 
-from flask import Blueprint, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_limiter.util import get_remote_address
+from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import IntegrityError
 
 from course.app import state
+from course.config import Settings
 from course.models import SubscriberStatus, utcnow
+from course.security import (
+    form_age,
+    form_stamp,
+    keyed_hash,
+    own_origin,
+    request_origin,
+    safe_next_url,
+)
 from course.subscriptions import (
     SignupData,
     ValidationFailed,
@@ -18,9 +47,11 @@ from course.subscriptions import (
     validate_signup,
 )
 from course.tokens import InvalidToken
+from course.web.admin import RateLimit
 from course.web.errors import error_response
 
 bp = Blueprint("public", __name__)
+log = logging.getLogger(__name__)
 
 #: The same words for every successful signup, new or known, so the response never tells
 #: whether an address is already enrolled.
@@ -29,17 +60,64 @@ SIGNUP_MESSAGE = (
     "your address. Your first lesson arrives as soon as you confirm."
 )
 FORM_FIELDS = ("email", "name", "timezone", "source")
+#: The hidden field people never see and bots fill in.
+HONEYPOT = "website"
+#: The hosted form's signed time stamp (``course.security.form_stamp``).
+STAMP = "started"
+#: Where a form signup from the practice's site goes afterwards (an allowed origin only).
+NEXT = "next"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+FOREIGN_ORIGIN = (
+    "Signups are not accepted from this website. The course's operator can allow a site "
+    "with COURSE_ALLOWED_ORIGINS."
+)
+BAD_NEXT = (
+    "The form's 'next' address is not allowed. It must be a page on one of the sites listed "
+    "in COURSE_ALLOWED_ORIGINS."
+)
+#: Shown when our form comes back without a valid CSRF token: it expired (after 8 hours),
+#: the visitor's cookies were cleared, or it was posted from a page that hides its origin.
+FORM_EXPIRED = "For your security, please check your details and send the form once more."
+BAD_ENCODING = "contains characters that could not be read (the form must be sent as UTF-8)"
+#: The start of an RFC 2047 encoded word (``=?utf-8?q?...?=``). Mail software decodes these
+#: inside headers, so in a name or address one can smuggle CR/LF into the To header
+#: (CPython before 3.11.10 / 3.12.5 even writes it out as a new header line: CVE-2024-6923).
+#: No real name or address contains it.
+ENCODED_WORD = "=?"
+
+
+def subscribe_limits(settings: Settings) -> tuple[RateLimit, ...]:
+    """Rate limits for ``POST /subscribe``: per client address, and per target address."""
+    return (
+        RateLimit(settings.subscribe_limit_per_client),
+        RateLimit(
+            settings.subscribe_limit_per_address, key=_target_address, scope="subscribe-address"
+        ),
+    )
+
+
+def _target_address() -> str:
+    """The rate-limit key for the address being signed up: a keyed hash, never the address
+    itself (the limit store is not a place for personal data)."""
+    body = _json_body() if request.is_json else None
+    if isinstance(body, dict):
+        email = body.get("email")
+    elif request.mimetype in FORM_TYPES:
+        request.get_data(cache=True)  # keep the raw form for the encoding check
+        email = request.form.get("email")
+    else:
+        email = None
+    if isinstance(email, str) and "@" in email:
+        return "address:" + keyed_hash(state().settings.secret_keys, email.strip().lower())
+    # No address to count: fall back to the client, which the other limit counts anyway.
+    return "client:" + (get_remote_address() or "-")
 
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
     """The hosted signup page (works without JavaScript)."""
-    return render_template(
-        "web/index.html",
-        values={"source": request.args.get("source", "")[:64]},
-        errors={},
-        **_course_outline(),
-    )
+    return _form_page({"source": request.args.get("source", "")[:64]}, {})
 
 
 @bp.get("/thanks")
@@ -48,37 +126,190 @@ def thanks() -> ResponseReturnValue:
     return render_template("web/thanks.html", message=SIGNUP_MESSAGE)
 
 
-@bp.post("/subscribe")
+@bp.route("/subscribe", methods=["POST", "OPTIONS"])
 def subscribe_view() -> ResponseReturnValue:
-    """Sign up from an HTML form or a JSON body."""
+    """Sign up from an HTML form or a JSON body (and answer CORS preflights)."""
+    settings = state().settings
+    origin = request_origin()
+    ours = own_origin(settings)
+    trusted = origin is not None and origin in settings.allowed_origins
+    if request.method == "OPTIONS":
+        return _preflight(origin, trusted)
+    if origin not in (None, "null", ours) and not trusted:
+        return error_response(403, FOREIGN_ORIGIN)
     is_json = request.is_json
+    next_url = None
+    undecodable: set[str] = set()
     if is_json:
-        data = request.get_json(silent=True)
+        if origin == "null":  # an opaque origin (a sandboxed frame) is nobody we know
+            return error_response(403, FOREIGN_ORIGIN)
+        data = _json_body()
         if not isinstance(data, dict):
             return error_response(400, "The body must be a JSON object.", fields={})
-    elif request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        data = {key: request.form.get(key) for key in FORM_FIELDS}
+    elif request.mimetype in FORM_TYPES:
+        undecodable = _undecodable_form_fields()  # reads the raw body before the form
+        data = {key: request.form.get(key) for key in (*FORM_FIELDS, HONEYPOT, STAMP, NEXT)}
+        if data[NEXT]:
+            next_url = safe_next_url(data[NEXT], (*settings.allowed_origins, ours))
+            if next_url is None:
+                return error_response(400, BAD_NEXT)
+        # A form from an allowed origin is vouched for by its Origin. Our own hosted form
+        # (whose Origin is "null" because of Referrer-Policy: no-referrer) and clients
+        # that name no origin must show the CSRF token.
+        if not trusted and not _csrf_token_ok():
+            return _form_page(_values(data), {"form": FORM_EXPIRED}, status=400, next_url=next_url)
     else:
         return error_response(
             415, "Send the signup as a web form or as JSON (Content-Type: application/json)."
         )
-    settings = state().settings
     try:
+        problems = _field_problems(data, undecodable)
+        if problems:
+            raise ValidationFailed(problems)
         signup = validate_signup(data, check_deliverability=settings.check_deliverability)
     except ValidationFailed as exc:
         if is_json:
             return jsonify(error="Please check the highlighted fields.", fields=exc.errors), 400
-        values = {k: v if isinstance(v, str) else "" for k, v in data.items()}
-        return (
-            render_template(
-                "web/index.html", values=values, errors=exc.errors, **_course_outline()
-            ),
-            400,
-        )
-    _record_signup(signup)
+        return _form_page(_values(data), exc.errors, status=400, next_url=next_url)
+    bot = _bot_reason(data, settings)
+    if bot:
+        # The same answer as for a person, and nothing stored: a bot learns nothing.
+        log.info("signup dropped reason=%s", bot)
+    else:
+        _record_signup(signup)
     if is_json:
         return jsonify(status="ok", message=SIGNUP_MESSAGE), 202
-    return redirect(url_for("public.thanks"), code=303)
+    return redirect(next_url or url_for("public.thanks"), code=303)
+
+
+def _json_body() -> object:
+    """The JSON body, or None when it is not JSON (bad syntax, not UTF-8, nested too deep)."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:  # "[[[[..." 50,000 deep: json gives up with RecursionError
+        return None
+
+
+def _undecodable_form_fields() -> set[str]:
+    """Names of urlencoded form fields whose bytes are not UTF-8.
+
+    Werkzeug keeps such bytes as ``%XX`` text, which would be stored as a garbled name;
+    they are refused instead. (Multipart fields come with U+FFFD, caught later.)
+    """
+    if request.mimetype != "application/x-www-form-urlencoded":
+        return set()
+    bad: set[str] = set()
+    for pair in request.get_data(cache=True).split(b"&"):
+        raw_key, _, raw_value = pair.partition(b"=")
+        try:
+            key = unquote_to_bytes(raw_key.replace(b"+", b" ")).decode()
+        except UnicodeDecodeError:
+            continue  # not a field we read
+        try:
+            unquote_to_bytes(raw_value.replace(b"+", b" ")).decode()
+        except UnicodeDecodeError:
+            bad.add(key)
+    return bad
+
+
+def _csrf_token_ok() -> bool:
+    """Whether the form carries a valid CSRF token for this visitor's session."""
+    from course.extensions import csrf
+
+    try:
+        csrf.protect()
+    except CSRFError:
+        return False
+    return True
+
+
+def _preflight(origin: str | None, trusted: bool) -> ResponseReturnValue:
+    """Answer a CORS preflight: allowed origins may POST JSON; others are refused."""
+    if origin is None:  # a plain OPTIONS request, not a browser's preflight
+        return Response(status=204, headers={"Allow": "POST, OPTIONS"})
+    if not trusted:
+        return error_response(403, FOREIGN_ORIGIN)
+    return Response(
+        status=204,
+        headers={
+            "Allow": "POST, OPTIONS",
+            "Access-Control-Allow-Methods": "POST",
+            "Access-Control-Allow-Headers": "Content-Type, Accept",
+            "Access-Control-Max-Age": "600",
+        },
+    )
+
+
+@bp.after_request
+def _cors_headers(response: Response) -> Response:
+    """Let an allowed origin read the answer to its signup (errors and 429 included)."""
+    if request.endpoint != "public.subscribe_view":
+        return response
+    response.vary.add("Origin")
+    origin = request_origin() if request.headers.get("Origin") else None
+    if origin is not None and origin in state().settings.allowed_origins:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        # So the practice's script can tell a visitor how long to wait after a 429.
+        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+    return response
+
+
+def _values(data: dict[str, Any]) -> dict[str, str]:
+    """Form values to show again (never the honeypot, the stamp or the token)."""
+    return {k: v for k, v in data.items() if k in FORM_FIELDS and isinstance(v, str)}
+
+
+def _field_problems(data: dict[str, Any], undecodable: set[str]) -> dict[str, str]:
+    """What ``validate_signup`` does not check: unreadable bytes and encoded words."""
+    problems: dict[str, str] = {}
+    for key in FORM_FIELDS:
+        value = data.get(key)
+        if not isinstance(value, str):
+            continue
+        if key in undecodable or "\ufffd" in value:
+            problems[key] = BAD_ENCODING
+        elif ENCODED_WORD in value:
+            problems[key] = "contains characters that are not allowed"
+    return problems
+
+
+def _bot_reason(data: dict[str, Any], settings: Settings) -> str | None:
+    """Why this signup looks like a bot's, or None."""
+    if data.get(HONEYPOT):
+        return "honeypot"
+    stamp = data.get(STAMP)
+    if stamp in (None, ""):
+        return None  # a form from elsewhere (the practice's site) has no stamp
+    age = form_age(settings.secret_keys, stamp)
+    if age is None:
+        return "bad-stamp"  # a browser sends back what we gave it; only a program edits it
+    if age < settings.signup_min_seconds:
+        return "too-fast"
+    # However old a stamp is (a tab left open overnight), it is a person's: replaying one
+    # gains a bot nothing, since a form without a stamp is accepted too.
+    return None
+
+
+def _form_page(
+    values: dict[str, str],
+    errors: dict[str, str],
+    *,
+    status: int = 200,
+    next_url: str | None = None,
+) -> ResponseReturnValue:
+    """The hosted form, with a fresh time stamp (and CSRF token, added by the template)."""
+    course = state()
+    lessons = course.lessons.current()
+    page = render_template(
+        "web/index.html",
+        values=values,
+        errors=errors,
+        stamp=form_stamp(course.settings.secret_keys),
+        next_url=next_url,
+        total=lessons.total,
+        lessons=[lessons.lessons[d] for d in sorted(lessons.lessons)],
+    )
+    return page, status
 
 
 def _record_signup(signup: SignupData) -> None:
@@ -124,11 +355,3 @@ def confirm_view(token: str) -> ResponseReturnValue:
             )
         status = subscriber.status
     return render_template("web/confirmed.html", status=status, statuses=SubscriberStatus)
-
-
-def _course_outline() -> dict[str, object]:
-    lessons = state().lessons.current()
-    return {
-        "total": lessons.total,
-        "lessons": [lessons.lessons[d] for d in sorted(lessons.lessons)],
-    }
