@@ -358,6 +358,29 @@ def _cancel_queued(session: Session, subscriber: Subscriber, kinds: tuple[str, .
     )
 
 
+def _stop_mail(
+    session: Session,
+    subscriber: Subscriber,
+    kind: EventKind,
+    now: datetime,
+    kinds: tuple[str, ...],
+    via: str,
+    operator_id: int | None,
+) -> None:
+    """Cancel what is queued and record why. The event carries the last lesson received,
+    so reports can say "paused / unsubscribed after lesson n"."""
+    _cancel_queued(session, subscriber, kinds)
+    record_event(
+        session,
+        subscriber,
+        kind,
+        now,
+        via=via,
+        operator_id=operator_id,
+        lesson=lessons_sent(session, subscriber.id) or None,
+    )
+
+
 def pause(
     session: Session,
     subscriber: Subscriber,
@@ -370,16 +393,7 @@ def pause(
     if subscriber.status != SubscriberStatus.ACTIVE:
         return False
     subscriber.status = SubscriberStatus.PAUSED
-    _cancel_queued(session, subscriber, (DeliveryKind.LESSON,))
-    record_event(
-        session,
-        subscriber,
-        EventKind.PAUSE,
-        now,
-        via=via,
-        operator_id=operator_id,
-        lesson=lessons_sent(session, subscriber.id) or None,
-    )
+    _stop_mail(session, subscriber, EventKind.PAUSE, now, (DeliveryKind.LESSON,), via, operator_id)
     return True
 
 
@@ -428,17 +442,8 @@ def unsubscribe(
         return False
     subscriber.status = SubscriberStatus.UNSUBSCRIBED
     subscriber.unsubscribed_at = now
-    _cancel_queued(session, subscriber, (DeliveryKind.LESSON, DeliveryKind.CONFIRM))
-    # The event carries the last lesson received: reports show "unsubscribed after lesson n".
-    record_event(
-        session,
-        subscriber,
-        EventKind.UNSUBSCRIBE,
-        now,
-        via=via,
-        operator_id=operator_id,
-        lesson=lessons_sent(session, subscriber.id) or None,
-    )
+    kinds = (DeliveryKind.LESSON, DeliveryKind.CONFIRM)
+    _stop_mail(session, subscriber, EventKind.UNSUBSCRIBE, now, kinds, via, operator_id)
     return True
 
 
