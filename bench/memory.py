@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +34,7 @@ def peak_rss_mib(url: str, port: int) -> float:
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    _ = resource  # ru_maxrss is in KiB on Linux
+    # ru_maxrss is in KiB on Linux.
     return int(done.stdout) / 1024
 
 
