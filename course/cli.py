@@ -1,4 +1,13 @@
-"""The ``course`` command: run the app, the scheduler, migrations and operator tasks."""
+"""The ``course`` command: run the app, the senders, migrations and operator tasks.
+
+Every command and its ``--help`` work with no configuration at all. A command reads the
+configuration only when it runs, and asks only for what it needs (``course db upgrade``
+needs a database; ``course scheduler`` needs a database, a mail transport, a secret key and
+the public addresses). A missing setting stops it with a message naming the setting.
+
+Tests pass a ready :class:`~course.runtime.CourseState` as the click context's ``obj``;
+otherwise one is built from the environment on first use.
+"""
 
 from __future__ import annotations
 
@@ -8,75 +17,109 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
-from flask import Flask, current_app
-from flask.cli import FlaskGroup, shell_command, with_appcontext
-from werkzeug.serving import run_simple
+from pydantic import SecretStr
 
-from course.app import create_app, state
-from course.config import ConfigError, Settings
+from course.config import (
+    ALL_NEEDS,
+    ConfigError,
+    Need,
+    Settings,
+    effective,
+    load_settings,
+    markdown_table,
+    unknown_variables,
+)
 from course.models import utcnow
 
 if TYPE_CHECKING:
     from course.importer import ImportResult
+    from course.lessons import LessonSet
+    from course.render import Renderer
+    from course.runtime import CourseState
 
 
-def _create_app() -> Flask:
-    try:
-        return create_app()
-    except ConfigError as exc:
-        # A clear message instead of a traceback: this is the first thing a deployer sees.
-        click.echo(f"Configuration error: {exc}", err=True)
-        sys.exit(2)
+class ConfigProblem(click.ClickException):
+    """The configuration does not allow this command (exit code 2)."""
+
+    exit_code = 2
+
+    def format_message(self) -> str:
+        return "Configuration error:\n  " + self.message.replace("\n", "\n  ")
 
 
-def _settings() -> Settings:
-    return state().settings
-
-
-def configure_logging() -> None:
+def configure_logging(level: str = "INFO") -> None:
     """One line per event on stderr, ``key=value`` where it matters, for any log system."""
-    logging.basicConfig(
-        level=os.environ.get("COURSE_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # APScheduler logs every job run at INFO; our own tick line says more.
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger().setLevel(level)
+    # APScheduler logs every job run at INFO, and Alembic its plugins; our own lines say more.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False)
+def _root() -> click.Context:
+    return click.get_current_context().find_root()
+
+
+def _settings(*needs: Need, listen: tuple[str, int] | None = None) -> Settings:
+    """The configuration, checked for ``needs`` (``listen``: where ``course run`` serves)."""
+    obj = _root().obj
+    if obj is not None:
+        return obj.settings  # type: ignore[no-any-return]
+    try:
+        settings = load_settings(listen=listen).require(*needs)
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _state(*needs: Need) -> CourseState:
+    """The configured engine parts (built once per command, closed at its end)."""
+    from course.runtime import CourseState
+
+    root = _root()
+    if root.obj is None:
+        state = CourseState.build(_settings(*needs))
+        root.call_on_close(state.close)
+        root.obj = state
+    return root.obj  # type: ignore[no-any-return]
+
+
+def _content() -> tuple[Renderer, LessonSet]:
+    """A renderer and the lessons, for commands that only render (no database, no key).
+
+    Without a secret key (a fresh server), links are signed with a throw-away key: the
+    output shows what readers get, but its links do not work.
+    """
+    from course.lessons import load_lessons
+    from course.render import Renderer
+    from course.resources import lessons_dir
+    from course.tokens import Signer
+
+    obj = _root().obj
+    settings = obj.settings if obj is not None else _settings()
+    if not settings.secret_keys:
+        import secrets
+
+        settings = settings.model_copy(update={"secret_key": SecretStr(secrets.token_hex(32))})
+    # Read from disk now rather than through a cached library.
+    return Renderer(settings, Signer(settings.secret_keys)), load_lessons(lessons_dir(settings))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="course")
 def main() -> None:
-    """The email course engine. Settings come from COURSE_* environment variables."""
+    """The email course engine. Settings come from COURSE_* environment variables
+    (see `course config`)."""
     configure_logging()
 
 
-main.add_command(shell_command)
-
-
-def register_commands(app: Flask) -> None:
-    """Attach the commands to ``app.cli`` (``course`` finds them there, and so do tests)."""
-    for command in (
-        run_command,
-        scheduler_command,
-        send_due_command,
-        db_group,
-        preview_command,
-        send_test_command,
-        admin_group,
-        stats_command,
-        export_command,
-        import_command,
-        forget_command,
-        lessons_group,
-    ):
-        app.cli.add_command(command)
-
-
-@click.command("run")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@main.command("run")
+@click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True)
+@click.option("--port", envvar="PORT", default=5000, show_default=True, type=int)
 @click.option(
     "--scheduler/--no-scheduler",
     default=True,
@@ -84,89 +127,108 @@ def register_commands(app: Flask) -> None:
     help="Also tick the sending scheduler in this process.",
 )
 @click.option("--reload", is_flag=True, help="Restart on code changes (development).")
-@with_appcontext
 def run_command(host: str, port: int, scheduler: bool, reload: bool) -> None:
-    """Development server, with the scheduler in the same process."""
+    """Development server, with the scheduler in the same process.
+
+    In development, email links follow --host and --port unless COURSE_BASE_URL is set.
+    """
+    from werkzeug.serving import run_simple
+
+    from course.app import create_app
     from course.scheduler import start_background, stop_background
 
-    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    settings = _settings(*ALL_NEEDS, listen=(host, port))
+    app = create_app(settings=settings)
     # Under the reloader the code runs twice: a watcher parent and the serving child. Only
     # the child (WERKZEUG_RUN_MAIN=true) may start the scheduler, or every tick would run
     # twice.
     is_reloader_parent = reload and os.environ.get("WERKZEUG_RUN_MAIN") != "true"
     background = None
     if scheduler and not is_reloader_parent:
-        background = start_background(_settings())
-    click.echo(
-        f" * Course running at http://{host}:{port}/ (outbox at /dev/outbox)"
-        if _settings().mail_url.startswith("outbox:")
-        else f" * Course running at http://{host}:{port}/"
-    )
+        background = start_background(settings)
+    where = f"http://{host}:{port}/"
+    extra = " (outbox at /dev/outbox)" if settings.development and settings.uses_outbox else ""
+    click.echo(f" * Course running at {where}{extra}; links in emails use {settings.base_url}")
     try:
-        # Werkzeug directly: Flask ignores app.run() inside its own CLI.
         run_simple(host, port, app, use_reloader=reload, threaded=True)
     finally:
         if background is not None:
             stop_background(*background)
 
 
-@click.command("scheduler")
-@with_appcontext
+@main.command("scheduler")
 def scheduler_command() -> None:
     """Tick the sending engine until stopped (run one or more of these in production)."""
     from course.scheduler import run_forever
 
-    run_forever(_settings())
+    run_forever(_settings(*ALL_NEEDS))
 
 
-@click.command("send-due")
-@with_appcontext
+@main.command("send-due")
 def send_due_command() -> None:
     """Send what is due now, once, and print what happened."""
     from course.scheduler import build_sender
 
-    sender = build_sender(_settings())
-    result = sender.tick()
+    sender = build_sender(_settings(*ALL_NEEDS))
+    try:
+        result = sender.tick()
+    finally:
+        sender.engine.dispose()
     click.echo(result.log_line())
 
 
-@click.group("db")
+@main.group("db")
 def db_group() -> None:
     """Database migrations."""
 
 
 @db_group.command("upgrade")
 @click.argument("revision", default="head")
-@with_appcontext
 def db_upgrade(revision: str) -> None:
     """Apply migrations (creates the database on first use)."""
     from course.db import upgrade
 
-    upgrade(_settings().database_url, revision)
+    upgrade(_settings(Need.DATABASE).database_url, revision)
     click.echo(f"Database is at revision {revision}.")
 
 
-def _sample(day: int) -> tuple[Any, Any, Any]:
-    from course.render import Reader, Renderer
+@main.command("config")
+@click.option("--markdown", is_flag=True, help="Print the table of all settings (README).")
+def config_command(markdown: bool) -> None:
+    """Print the effective configuration (secrets masked) and what is missing."""
+    if markdown:
+        click.echo(markdown_table(), nl=False)
+        return
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    rows = effective(settings)
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        click.echo(f"{name.ljust(width)}  {value}")
+    for name, close in unknown_variables(os.environ):
+        hint = f" (did you mean {close}?)" if close else ""
+        click.echo(f"warning: {name} is not a setting{hint}", err=True)
+    problems = settings.problems(ALL_NEEDS)
+    if problems:
+        click.echo("\nThe web app and the scheduler cannot start yet:", err=True)
+        for problem in problems:
+            click.echo("  - " + problem.replace("\n", "\n    "), err=True)
+        click.get_current_context().exit(1)
 
-    settings = _settings()
-    lessons = state().lessons.current()
-    if lessons.get(day) is None:
-        reason = next((f"{name}: {why}" for name, why in lessons.errors.items()), "no such lesson")
-        raise click.ClickException(f"Lesson {day} cannot be rendered ({reason}).")
-    renderer = Renderer(settings, state().signer)
-    return renderer, lessons, Reader("sample-reader-id", "reader@example.org", "Sam")
 
-
-@click.command("preview")
+@main.command("preview")
 @click.argument("day", type=int)
 @click.option("--part", type=click.Choice(["both", "text", "html"]), default="both")
-@with_appcontext
 def preview_command(day: int, part: str) -> None:
     """Print lesson DAY as a sample reader would get it, without sending."""
-    renderer, lessons, reader = _sample(day)
+    from course.render import SAMPLE_READER
+
+    renderer, lessons = _content()
+    _require_lesson(lessons, day)
     compiled = renderer.compiled("lesson", day, lessons)
-    values = renderer.slot_values(compiled.slots, reader, "lesson", day)
+    values = renderer.slot_values(compiled.slots, SAMPLE_READER, "lesson", day)
     html, text = compiled.fill(values)
     click.echo(f"Subject: {compiled.subject}\n")
     if part in ("both", "text"):
@@ -175,27 +237,31 @@ def preview_command(day: int, part: str) -> None:
         click.echo(html)
 
 
-@click.command("send-test")
+def _require_lesson(lessons: LessonSet, day: int) -> None:
+    if lessons.get(day) is None:
+        reason = next((f"{name}: {why}" for name, why in lessons.errors.items()), "no such lesson")
+        raise click.ClickException(f"Lesson {day} cannot be rendered ({reason}).")
+
+
+@main.command("send-test")
 @click.argument("day", type=int)
 @click.option("--to", "to", required=True, help="Where to send the test message.")
-@with_appcontext
 def send_test_command(day: int, to: str) -> None:
     """Send lesson DAY to ADDRESS now, through the configured transport."""
     from email_validator import EmailNotValidError, validate_email
 
-    from course.mail import DeliveryError, transport_from_url
-    from course.render import Reader, envelope_address
+    from course.mail import DeliveryError
+    from course.testsend import send_test
 
     try:
         address = validate_email(to, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise click.BadParameter(str(exc), param_hint="--to") from None
-    renderer, lessons, reader = _sample(day)
-    reader = Reader(reader.public_id, address, None)
-    message = renderer.build("lesson", day, reader, lessons, utcnow())
+    settings = _settings(Need.MAIL, Need.SECRET, Need.PUBLIC)
+    renderer, lessons = _content()
+    _require_lesson(lessons, day)
     try:
-        with transport_from_url(_settings().mail_url).open() as conn:
-            conn.send(renderer.envelope_from, envelope_address(address), message)
+        send_test(settings, renderer, lessons, day, address, utcnow())
     except DeliveryError as exc:
         raise click.ClickException(f"Sending failed: {exc}") from None
     click.echo(f"Sent lesson {day} to {address}.")
@@ -204,7 +270,7 @@ def send_test_command(day: int, to: str) -> None:
 # -- operator commands ----------------------------------------------------------------------
 
 
-@click.group("admin")
+@main.group("admin")
 def admin_group() -> None:
     """Operator accounts for the admin pages."""
 
@@ -226,7 +292,6 @@ def _check_timezone(_ctx: click.Context, _param: click.Parameter, value: str) ->
     callback=_check_timezone,
     help="IANA time zone the admin pages show times in, e.g. Europe/Berlin.",
 )
-@with_appcontext
 def admin_create(email: str, timezone: str) -> None:
     """Create an operator account for EMAIL (asks for the password)."""
     from email_validator import EmailNotValidError, validate_email
@@ -241,7 +306,7 @@ def admin_create(email: str, timezone: str) -> None:
     # Only ever from the prompt: an argument would land in the shell history and `ps`.
     password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
-        with state().sessions() as session, session.begin():
+        with _state(Need.DATABASE).sessions() as session, session.begin():
             operator = create_operator(session, email, password, timezone)
             created = operator.email
     except OperatorError as exc:
@@ -269,11 +334,10 @@ def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-@click.command("stats")
+@main.command("stats")
 @click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="First signup day (UTC).")
 @click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="Last signup day (UTC).")
 @click.option("--source", help="Only readers who signed up with this source tag.")
-@with_appcontext
 def stats_command(start: datetime | None, end: datetime | None, source: str | None) -> None:
     """Print the funnel and the per-lesson results."""
     from course.reports import Filters, funnel, per_lesson
@@ -283,9 +347,9 @@ def stats_command(start: datetime | None, end: datetime | None, source: str | No
     filters = Filters(
         start=start.date() if start else None, end=end.date() if end else None, source=source
     )
-    lessons = state().lessons.current()
+    lessons = _state(Need.DATABASE).lessons.current()
     titles = {day: lesson.title for day, lesson in lessons.lessons.items()}
-    with state().read_sessions() as session, session.begin():
+    with _state(Need.DATABASE).read_sessions() as session, session.begin():
         steps = funnel(session, filters, lessons.total)
         results = per_lesson(session, filters, titles, lessons.total)
 
@@ -341,18 +405,17 @@ def stats_command(start: datetime | None, end: datetime | None, source: str | No
         click.echo(text)
 
 
-@click.command("export")
+@main.command("export")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write subscribers to FILE and events to FILE-events (e.g. export-events.csv).",
 )
-@with_appcontext
 def export_command(out: Path | None) -> None:
     """Export subscribers and events as CSV (to stdout without --out)."""
     from course.exporter import events_path, open_private, write_events, write_subscribers
 
-    with state().read_sessions() as session, session.begin():
+    with _state(Need.DATABASE).read_sessions() as session, session.begin():
         if out is None:
             stream = sys.stdout
             write_subscribers(session, stream)
@@ -399,7 +462,7 @@ def _import_summary(result: ImportResult, report: Path | None) -> None:
         click.echo(f"Skipped rows written to {report}.")
 
 
-@click.command("import")
+@main.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--consented",
@@ -413,7 +476,6 @@ def _import_summary(result: ImportResult, report: Path | None) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write every skipped row, with the reason, to this CSV file.",
 )
-@with_appcontext
 def import_command(file: Path, consented: bool, source: str | None, report: Path | None) -> None:
     """Import readers from a CSV file.
 
@@ -450,9 +512,9 @@ def import_command(file: Path, consented: bool, source: str | None, report: Path
             file=sys.stderr,
         ) as rows:
             result = import_rows(
-                state().sessions,
+                _state(Need.DATABASE).sessions,
                 rows,
-                _settings(),
+                _state(Need.DATABASE).settings,
                 utcnow,
                 consented=consented,
                 source=source,
@@ -469,10 +531,9 @@ def import_command(file: Path, consented: bool, source: str | None, report: Path
     _import_summary(result, report)
 
 
-@click.command("forget")
+@main.command("forget")
 @click.argument("email")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@with_appcontext
 def forget_command(email: str, yes: bool) -> None:
     """Erase everything stored about the reader with address EMAIL."""
     from email_validator import EmailNotValidError, validate_email
@@ -484,7 +545,7 @@ def forget_command(email: str, yes: bool) -> None:
         email = validate_email(email.strip(), check_deliverability=False).normalized
     except EmailNotValidError:
         email = email.strip()  # not a valid address now; still look it up as given
-    sessions = state().sessions
+    sessions = _state(Need.DATABASE).sessions
     with sessions() as session, session.begin():
         subscriber = find_by_email(session, email)
         public_id = subscriber.public_id if subscriber else None
@@ -504,51 +565,25 @@ def forget_command(email: str, yes: bool) -> None:
     click.echo("Erased.")
 
 
-@click.group("lessons")
+@main.group("lessons")
 def lessons_group() -> None:
     """The lesson files."""
 
 
 @lessons_group.command("check")
-@with_appcontext
 def lessons_check() -> None:
-    """Load and render every lesson file; report broken ones (exit code 1 if any)."""
-    from css_inline import InlineError
-    from jinja2 import TemplateError
+    """Check the templates and render every lesson; report problems (exit code 1 if any)."""
+    from course.checks import check_content
 
-    from course.lessons import load_lessons
-    from course.render import Reader, Renderer
-
-    settings = _settings()
-    # Read from disk now rather than through the app's cached library.
-    lessons = load_lessons(settings.lessons_dir)
-    problems = 0
-    if lessons.total == 0:
-        click.echo(f"BROKEN no lesson files (*.md) in {settings.lessons_dir}")
-        problems += 1
-    for name, reason in sorted(lessons.errors.items()):
-        click.echo(f"BROKEN {name}: {reason}")
-        problems += 1
-    renderer = Renderer(settings, state().signer)
-    reader = Reader("sample-reader-id", "reader@example.org", "Sam")
-    now = utcnow()
-    for day in sorted(lessons.lessons):
-        lesson = lessons.lessons[day]
-        try:
-            # build() renders both parts (HTML and text) and assembles the message.
-            renderer.build("lesson", day, reader, lessons, now)
-        except TemplateError as exc:
-            where = f" in {exc.filename}" if getattr(exc, "filename", None) else ""
-            click.echo(f"BROKEN {lesson.path.name}: template error{where}: {exc}")
-            problems += 1
-            continue
-        except (InlineError, ValueError, LookupError) as exc:
-            click.echo(f"BROKEN {lesson.path.name}: cannot be rendered: {exc}")
-            problems += 1
-            continue
-        click.echo(f"OK lesson {day}: {lesson.subject}")
-    if problems:
-        click.echo(f"{problems} problem(s) found.", err=True)
+    renderer, lessons = _content()
+    click.echo(f"Lessons from {lessons.directory}")
+    report = check_content(renderer, lessons, utcnow())
+    for line in report.ok:
+        click.echo(f"OK {line}")
+    for problem in report.problems:
+        click.echo(f"BROKEN {problem}")
+    if report.problems:
+        click.echo(f"{len(report.problems)} problem(s) found.", err=True)
         click.get_current_context().exit(1)
 
 

@@ -1,61 +1,47 @@
-"""Settings: the embedded defaults, the ``COURSE_*`` environment, and the plain ``Settings`` object.
+"""Settings: every ``COURSE_*`` variable, declared, typed, validated and documented here.
 
-Flask reads the environment (``app.config.from_prefixed_env("COURSE")``); everything that
-runs without Flask (the sending engine, the scheduler) gets a frozen :class:`Settings` built
-from that same mapping, so there is exactly one place where configuration is parsed.
+This module is the one place where configuration is read. :class:`Settings` is a
+pydantic-settings model: each field is one ``COURSE_<NAME>`` environment variable, with its
+type, its limits, its default and the sentence that documents it. The README's table is
+generated from these fields (``course config --markdown``) and a test fails when the two
+disagree. Flask's config is derived from a ``Settings`` in ``course.app``; the sending
+engine, the scheduler and the CLI use a ``Settings`` directly, without Flask.
+
+Loading is :func:`load_settings`. It warns about ``COURSE_*`` variables that are not
+settings (a typo names the closest real one), and in development it fills in what a laptop
+needs: a SQLite file, the mail outbox folder and a secret key in the instance folder, and a
+base URL that follows ``HOST`` and ``PORT``.
+
+What a process *needs* is checked separately (:meth:`Settings.require`): ``course db
+upgrade`` needs only a database, ``course scheduler`` needs a database, a mail transport, a
+secret key and the public addresses. Outside development nothing essential has a default,
+so a missing setting stops the start with a message that names it.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import logging
+import os
 import re
 import secrets
 import zoneinfo
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import idna
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-#: Defaults that make ``make run`` work on a fresh machine. Paths are relative to the
-#: Flask instance folder and resolved by :func:`resolve_instance_paths`.
-DEFAULTS: dict[str, Any] = {
-    "ENV": "production",
-    "DATABASE_URL": None,  # None: sqlite:///<instance>/course.db
-    "MAIL_URL": "outbox:",  # outbox: with no path means <instance>/outbox
-    "SECRET_KEY": None,
-    "SECRET_KEY_FALLBACKS": [],
-    "BASE_URL": "http://127.0.0.1:5000",
-    "MAIL_FROM": "Course <course@localhost>",
-    "PRACTICE_NAME": "Our practice",
-    "BOOKING_URL": "https://example.org/book",
-    "SEND_HOUR": 8,
-    "DEFAULT_TIMEZONE": "UTC",
-    "TICK_SECONDS": 5,
-    "LESSON_INTERVAL": None,  # None: calendar days at the send hour
-    "LESSONS_DIR": None,  # None: ./lessons next to the project
-    "CHECK_DELIVERABILITY": False,
-    "CONFIRM_RESEND_SECONDS": 300,
-    "CRISIS_TEXT": (
-        "If you are in crisis or thinking about harming yourself, please reach out now: "
-        "call your local emergency number, or contact a crisis line in your country "
-        "(findahelpline.com lists free, confidential lines worldwide)."
-    ),
-    "BATCH_SIZE": 100,
-    "CLAIM_LEASE_SECONDS": 300,
-    "RETRY_BASE_SECONDS": 60,
-    "MAX_PER_SECOND": None,  # None: no sending rate limit
-    "SMTP_CONNECTIONS": 1,
-    # Other websites (the practice's own) that may post the signup form or call the JSON
-    # endpoint, and that the form's ``next`` may send the visitor back to.
-    "ALLOWED_ORIGINS": [],
-    "PENDING_RETENTION_DAYS": 7,  # unconfirmed signups are deleted after this many days
-    "SIGNUP_MIN_SECONDS": None,  # None: 3 seconds, or 0 in development
-    "SUBSCRIBE_LIMIT_PER_CLIENT": "10 per minute;50 per hour",
-    "SUBSCRIBE_LIMIT_PER_ADDRESS": "5 per hour;20 per day",
-    "PROXY_COUNT": 0,  # reverse proxies in front of the app whose X-Forwarded-* we trust
-}
+log = logging.getLogger("course.config")
+
+PREFIX = "COURSE_"
+#: Variables with this prefix belong to the test suite, not to the app.
+TEST_PREFIX = "COURSE_TEST_"
 
 #: The shortest gap between two lessons in calendar mode. A lesson sent late (after an
 #: outage, or a resume) pushes the next one to the following send hour instead of letting
@@ -67,72 +53,514 @@ class ConfigError(RuntimeError):
     """A setting is missing or has a value the app cannot run with."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The settings the Flask-free parts of the engine need."""
+class Need(StrEnum):
+    """What a command or process needs from the configuration."""
 
-    database_url: str
-    mail_url: str
-    secret_keys: tuple[str, ...]  # newest last, as itsdangerous expects
-    base_url: str
-    mail_from: str
-    practice_name: str
-    booking_url: str
-    send_hour: int
-    default_timezone: str
-    tick_seconds: float
-    lesson_interval: float | None
-    lessons_dir: Path
-    templates_dir: Path
-    check_deliverability: bool
-    confirm_resend_seconds: int
-    crisis_text: str
-    batch_size: int
-    claim_lease_seconds: int
-    retry_base_seconds: int
-    max_per_second: float | None
-    smtp_connections: int
-    allowed_origins: tuple[str, ...] = ()
-    pending_retention_days: int = 7
-    signup_min_seconds: float = 3.0
-    subscribe_limit_per_client: str = "10 per minute;50 per hour"
-    subscribe_limit_per_address: str = "5 per hour;20 per day"
-    proxy_count: int = 0
+    DATABASE = "database"
+    MAIL = "mail"  # a real mail transport (the outbox only when chosen explicitly)
+    SECRET = "secret"  # a strong key to sign links and cookies
+    PUBLIC = "public"  # the addresses readers see: base URL, From, booking page
+
+
+#: Everything a process that serves readers or sends mail needs.
+ALL_NEEDS = (Need.DATABASE, Need.MAIL, Need.SECRET, Need.PUBLIC)
+
+
+def _doc(default: str) -> dict[str, Any]:
+    """How a default is shown in the README's table, when the value itself says too little."""
+    return {"doc_default": default}
+
+
+def _split_list(value: Any) -> Any:
+    """A list setting from the environment: a JSON list, or comma-separated text."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError("is not a valid JSON list") from None
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """The whole configuration of the app, the senders and the operator commands."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        env_ignore_empty=True,  # COURSE_X= (empty) means "not set"
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    env: str = Field(
+        "production",
+        description="`production` or `development`. Development fills in a laptop's defaults "
+        "(SQLite, the mail outbox, a key in the instance folder) and has the `/dev/outbox` "
+        "pages; `make run` sets it. In production nothing essential has a default and "
+        "`/dev/*` does not exist.",
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the database, e.g. "
+        "`postgresql+psycopg://user:pass@host/db`. Required outside development.",
+        json_schema_extra=_doc("development: `sqlite:///instance/course.db`"),
+    )
+    mail_url: str = Field(
+        "",
+        description="How mail leaves: `smtp://user:pass@host:25` plain SMTP, "
+        "`smtp+starttls://…:587` STARTTLS, `smtps://…:465` implicit TLS (options: "
+        "`?timeout=30`, `?verify=false` for a test relay only). `outbox:/folder` writes "
+        "`.eml` files instead; outside development only when set explicitly. Required "
+        "outside development.",
+        json_schema_extra=_doc("development: `outbox:instance/outbox`"),
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Signs every link and the admin's cookie. Required outside development, "
+        "and strong: at least 32 random characters, not a placeholder.",
+        json_schema_extra=_doc("development: kept in `instance/secret_key`"),
+    )
+    secret_key_fallbacks: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (),
+        description="Older keys (comma-separated or a JSON list) that still verify links "
+        "and cookies during a key rotation; as strong as the main key.",
+        json_schema_extra=_doc("none"),
+    )
+    base_url: str = Field(
+        "",
+        description="The app's public address; every link in an email starts with it. "
+        "Required outside development.",
+        json_schema_extra=_doc("development: `http://$HOST:$PORT`"),
+    )
+    mail_from: str = Field(
+        "",
+        description="The `From` of every email, e.g. `Your Practice "
+        "<course@yourpractice.example>`; its address is also the envelope sender. Required "
+        "outside development.",
+        json_schema_extra=_doc("development: `Course <course@localhost>`"),
+    )
+    booking_url: str = Field(
+        "",
+        description='Where "Book a session" leads. Required outside development.',
+        json_schema_extra=_doc("development: `https://example.org/book`"),
+    )
+    practice_name: str = Field(
+        "Our practice", description="The practice's name in emails and pages.", max_length=100
+    )
+    send_hour: int = Field(8, ge=0, le=23, description="Local hour (0–23) of daily lessons.")
+    default_timezone: str = Field(
+        "UTC", description="Time zone (IANA name) of readers who did not give one."
+    )
+    tick_seconds: float = Field(
+        5, ge=0.1, le=3600, description="How often a sender looks for due mail, in seconds."
+    )
+    lesson_interval: float | None = Field(
+        None,
+        ge=1,
+        description="Seconds between lessons instead of calendar days (`30` runs the course "
+        "in minutes, for demos and tests).",
+        json_schema_extra=_doc("unset: calendar days"),
+    )
+    lessons_dir: Path | None = Field(
+        None,
+        description="A folder of lesson files that replaces the shipped five-day course.",
+        json_schema_extra=_doc("the shipped course"),
+    )
+    templates_dir: Path | None = Field(
+        None,
+        description="A folder whose templates take precedence over the shipped ones (same "
+        "names, e.g. `email/base.html`), for the practice's branding.",
+        json_schema_extra=_doc("none"),
+    )
+    instance_dir: Path = Field(
+        Path("instance"),
+        description="Folder for development's database, outbox and key (relative paths "
+        "start at the working directory).",
+    )
+    crisis_text: str = Field(
+        "If you are in crisis or thinking about harming yourself, please reach out now: "
+        "call your local emergency number, or contact a crisis line in your country "
+        "(findahelpline.com lists free, confidential lines worldwide).",
+        max_length=1000,
+        description="The crisis-resources line in every email and page.",
+        json_schema_extra=_doc("a worldwide text"),
+    )
+    check_deliverability: bool = Field(
+        False, description="Also check at signup that the address's domain accepts mail (DNS)."
+    )
+    confirm_resend_seconds: int = Field(
+        300,
+        ge=0,
+        le=86400,
+        description="A repeated signup re-sends the confirmation at most this often.",
+    )
+    batch_size: int = Field(100, ge=1, le=10000, description="Deliveries claimed at once.")
+    claim_lease_seconds: int = Field(
+        300,
+        ge=5,
+        le=86400,
+        description="How long a claimed delivery stays reserved for its sender; then "
+        "another sender may take it.",
+    )
+    retry_base_seconds: int = Field(
+        60,
+        ge=1,
+        le=86400,
+        description="First retry after a temporary failure; it doubles (with jitter, at most "
+        "2 h) for up to a day, then the delivery is marked failed.",
+    )
+    smtp_connections: int = Field(
+        1, ge=1, le=64, description="SMTP connections each sender uses in parallel."
+    )
+    max_per_second: float | None = Field(
+        None,
+        ge=0,
+        description="At most this many messages per second per sender process.",
+        json_schema_extra=_doc("unset: no limit"),
+    )
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Other websites (comma-separated origins such as "
+        "`https://yourpractice.example`) that may post the signup form or call `POST "
+        "/subscribe` (CORS), and that the form's `next` may lead back to.",
+        json_schema_extra=_doc("none"),
+    )
+    ratelimit_storage_url: str = Field(
+        "memory://",
+        description="Where rate limits are counted. `memory://` is per process; with several "
+        "web workers use Redis, e.g. `redis://127.0.0.1:6379/0`.",
+    )
+    subscribe_limit_per_client: str = Field(
+        "10 per minute;50 per hour", description="Signups accepted from one client address."
+    )
+    subscribe_limit_per_address: str = Field(
+        "5 per hour;20 per day",
+        description="Signup requests for one email address, from anywhere (and at most 3 "
+        "confirmation emails a day).",
+    )
+    signup_min_seconds: float | None = Field(
+        None,
+        ge=0,
+        description="A hosted form sent back faster than this is a bot's: the answer looks "
+        "normal, nothing is stored.",
+        json_schema_extra=_doc("`3` (`0` in development)"),
+    )
+    pending_retention_days: int = Field(
+        7,
+        ge=1,
+        le=3650,
+        description="Unconfirmed signups are deleted this many days after their last "
+        "confirmation email.",
+    )
+    proxy_count: int = Field(
+        0,
+        ge=0,
+        le=10,
+        description="Reverse proxies in front of the web app whose `X-Forwarded-For`/`-Proto` "
+        "are trusted. `1` behind one nginx; `0` when clients connect directly.",
+    )
+    health_max_delay_minutes: int = Field(
+        30,
+        ge=1,
+        le=10080,
+        description="`/healthz` fails when a delivery is this late past its due time.",
+    )
+    health_max_failed: int = Field(
+        5,
+        ge=1,
+        le=1000000,
+        description="`/healthz` fails when this many deliveries failed in 24 h (bounced "
+        "readers aside).",
+    )
+    log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
+
+    # -- validation of single values ----------------------------------------------------
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("development", "production"):
+            raise ValueError("must be development or production")
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"is not a known time zone: {value!r}") from None
+        return value
+
+    @field_validator("base_url", "booking_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        if value and not urlsplit(value).hostname:
+            raise ValueError("has no host name")
+        return value
+
+    @field_validator("mail_url")
+    @classmethod
+    def _mail_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not (
+            value.startswith("outbox:")
+            or value.split("://", 1)[0] in ("smtp", "smtp+starttls", "smtps")
+        ):
+            raise ValueError("must start with smtp://, smtp+starttls://, smtps:// or outbox:")
+        if value.split("://", 1)[0] in ("smtp", "smtp+starttls", "smtps"):
+            if not urlsplit(value).hostname:
+                raise ValueError("has no host name")
+        return value
+
+    @field_validator("secret_key_fallbacks", mode="before")
+    @classmethod
+    def _fallbacks(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        items = _split_list(value)
+        if not isinstance(items, list | tuple):
+            raise ValueError("must be a list of origins")
+        origins: list[str] = []
+        for item in items:
+            text = str(item).strip().removesuffix("/")
+            origin = parse_origin(_idna_host(text))
+            if origin is None:
+                raise ValueError(
+                    "entries must be origins like https://yourpractice.example (scheme and "
+                    f"host, no path or wildcard); got {item!r}"
+                )
+            origins.append(origin)
+        return tuple(dict.fromkeys(origins))
+
+    @field_validator("subscribe_limit_per_client", "subscribe_limit_per_address")
+    @classmethod
+    def _limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            if not parse_many(value):
+                raise ValueError(value)
+        except ValueError:
+            raise ValueError("must be rate limits like '10 per minute;50 per hour'") from None
+        return value
+
+    @field_validator("max_per_second")
+    @classmethod
+    def _rate(cls, value: float | None) -> float | None:
+        return None if not value else value  # 0 means no limit, like unset
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        value = value.strip().upper()
+        if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    # -- derived values -------------------------------------------------------------------
+
+    @property
+    def development(self) -> bool:
+        """True for ``COURSE_ENV=development``."""
+        return self.env == "development"
+
+    @property
+    def secret_keys(self) -> tuple[str, ...]:
+        """Every key that verifies a link, oldest first, the signing key last."""
+        keys = [k.get_secret_value() for k in self.secret_key_fallbacks]
+        if self.secret_key is not None:
+            keys.append(self.secret_key.get_secret_value())
+        return tuple(keys)
 
     @property
     def mail_domain(self) -> str:
         """The domain used on the right of every Message-ID."""
         return urlsplit(self.base_url).hostname or "localhost"
 
+    @property
+    def min_signup_seconds(self) -> float:
+        """The hosted form's shortest fill time (see ``signup_min_seconds``)."""
+        if self.signup_min_seconds is not None:
+            return self.signup_min_seconds
+        return 0.0 if self.development else 3.0
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+    @property
+    def uses_outbox(self) -> bool:
+        """True when mail is written to a folder instead of being sent."""
+        return self.mail_url.startswith("outbox:")
+
+    # -- what a process needs ----------------------------------------------------------------
+
+    def problems(self, needs: Iterable[Need]) -> list[str]:
+        """Why these settings cannot serve ``needs``: one message per missing or bad setting."""
+        found: list[str] = []
+        needs = set(needs)
+        if Need.DATABASE in needs and not self.database_url:
+            found.append(
+                "COURSE_DATABASE_URL is required outside development, for example "
+                "postgresql+psycopg://course:password@db.internal/course"
+            )
+        if Need.MAIL in needs and not self.mail_url:
+            found.append(
+                "COURSE_MAIL_URL is required outside development, for example "
+                "smtp+starttls://user:password@smtp.relay.example:587 (to write mail to a "
+                "folder instead, on a staging server, set COURSE_MAIL_URL=outbox:/path)"
+            )
+        if Need.SECRET in needs:
+            if self.secret_key is None:
+                found.append(f"COURSE_SECRET_KEY is required outside development. {GENERATE_HINT}")
+            elif not self.development:
+                problem = secret_key_problem(self.secret_key.get_secret_value())
+                if problem:
+                    found.append(f"COURSE_SECRET_KEY is too weak: {problem}. {GENERATE_HINT}")
+                for n, key in enumerate(self.secret_key_fallbacks, start=1):
+                    problem = secret_key_problem(key.get_secret_value())
+                    if problem:
+                        found.append(
+                            f"COURSE_SECRET_KEY_FALLBACKS entry {n} is too weak: {problem}. An "
+                            "old key verifies links and the admin's cookie as the main key "
+                            "does, so it must be as strong."
+                        )
+        if Need.PUBLIC in needs:
+            for name, example in (
+                ("base_url", "https://course.yourpractice.example"),
+                ("mail_from", "Your Practice <course@yourpractice.example>"),
+                ("booking_url", "https://yourpractice.example/book"),
+            ):
+                if not getattr(self, name):
+                    found.append(
+                        f"COURSE_{name.upper()} is required outside development, for "
+                        f"example {example}"
+                    )
+        return found
+
+    def require(self, *needs: Need) -> Settings:
+        """Return self if it serves ``needs``, else raise :class:`ConfigError` naming all
+        missing settings at once."""
+        found = self.problems(needs)
+        if found:
+            raise ConfigError("\n".join(found))
+        return self
 
 
-def _as_int(name: str, value: Any, lo: int, hi: int) -> int:
+# -- loading ----------------------------------------------------------------------------------
+
+
+def setting_names() -> list[str]:
+    """Every environment variable that is a setting, in declaration order."""
+    return [PREFIX + name.upper() for name in Settings.model_fields]
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``COURSE_*`` variables that are not settings, each with the closest real name."""
+    known = setting_names()
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(PREFIX) or upper.startswith(TEST_PREFIX) or upper in known:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        found.append((name, close[0] if close else None))
+    return found
+
+
+def warn_unknown(environ: Mapping[str, str]) -> None:
+    """Log a warning for each ``COURSE_*`` variable that is not a setting (a typo?)."""
+    for name, close in unknown_variables(environ):
+        hint = f"; did you mean {close}?" if close else ""
+        log.warning("%s is not a setting and is ignored%s", name, hint)
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, *, listen: tuple[str, int] | None = None
+) -> Settings:
+    """Read the ``COURSE_*`` environment (``overrides`` win), validated, with development's
+    defaults filled in. Raises :class:`ConfigError` with a clear message.
+
+    ``listen`` is where ``course run`` serves: in development, links follow it unless
+    ``COURSE_BASE_URL`` is set (otherwise they follow ``HOST`` and ``PORT``).
+    """
+    warn_unknown(os.environ)
+    values = {key.lower(): value for key, value in (overrides or {}).items()}
     try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"COURSE_{name} must be a whole number, got {value!r}") from None
-    if not lo <= number <= hi:
-        raise ConfigError(f"COURSE_{name} must be between {lo} and {hi}, got {number}")
-    return number
+        settings = Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    instance = settings.instance_dir.expanduser().resolve()
+    fill: dict[str, Any] = {"instance_dir": instance}
+    if settings.mail_url in ("outbox:", "outbox"):
+        fill["mail_url"] = f"outbox:{instance / 'outbox'}"
+    if settings.development:
+        fill.update(_development_defaults(settings, instance, listen))
+    return settings.model_copy(update=fill)
 
 
-def _as_float(name: str, value: Any, lo: float) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"COURSE_{name} must be a number, got {value!r}") from None
-    if number < lo:
-        raise ConfigError(f"COURSE_{name} must be at least {lo}, got {number}")
-    return number
+def _development_defaults(
+    settings: Settings, instance: Path, listen: tuple[str, int] | None
+) -> dict[str, Any]:
+    """What development fills in when it is not set."""
+    fill: dict[str, Any] = {}
+    if not settings.database_url:
+        fill["database_url"] = f"sqlite:///{instance / 'course.db'}"
+    if not settings.mail_url:
+        fill["mail_url"] = f"outbox:{instance / 'outbox'}"
+    if settings.secret_key is None:
+        fill["secret_key"] = SecretStr(_development_secret(instance))
+    if not settings.base_url:
+        environ = dict(os.environ)
+        if listen is not None:
+            environ.update(HOST=listen[0], PORT=str(listen[1]))
+        fill["base_url"] = development_base_url(environ)
+    if not settings.mail_from:
+        fill["mail_from"] = "Course <course@localhost>"
+    if not settings.booking_url:
+        fill["booking_url"] = "https://example.org/book"
+    return fill
 
 
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(value)
+def development_base_url(environ: Mapping[str, str]) -> str:
+    """``http://HOST:PORT`` as ``make run`` serves it (a wildcard host as 127.0.0.1)."""
+    host = environ.get("HOST", "").strip() or "127.0.0.1"
+    if host in ("0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"  # a listening address, not one a browser can open
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    port = environ.get("PORT", "").strip() or "5000"
+    if not port.isdigit():
+        raise ConfigError(f"PORT must be a port number, got {port!r}")
+    return f"http://{host}:{int(port)}"
 
+
+def _describe(exc: ValidationError) -> str:
+    """A pydantic error as lines an operator can act on: the variable, what is wrong."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        name = PREFIX + field.upper()
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(name, setting_names(), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            lines.append(f"{name} is not a setting{hint}")
+            continue
+        value = error.get("input")
+        shown = "" if "secret" in field or isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"{name}: {message}{shown}")
+    return "\n".join(lines)
+
+
+# -- secrets ------------------------------------------------------------------------------------
 
 #: The shortest secret key accepted outside development (``secrets.token_hex(32)`` gives 64).
 MIN_SECRET_LENGTH = 32
@@ -165,7 +593,7 @@ _PLACEHOLDER_WORDS = (
     "with",
     "hex",
 )
-_GENERATE_HINT = "Generate one with\n  python -c 'import secrets; print(secrets.token_hex(32))'"
+GENERATE_HINT = "Generate one with\n  python3 -c 'import secrets; print(secrets.token_hex(32))'"
 
 
 def secret_key_problem(key: str) -> str | None:
@@ -185,34 +613,6 @@ def secret_key_problem(key: str) -> str | None:
     return None
 
 
-def resolve_instance_paths(config: dict[str, Any], instance_path: str) -> None:
-    """Fill in defaults that live in the instance folder (database, outbox, dev secret).
-
-    Outside development, a missing or weak ``COURSE_SECRET_KEY`` stops the app here: every
-    link and the admin's session cookie are only as safe as this key.
-    """
-    instance = Path(instance_path)
-    if not config.get("DATABASE_URL"):
-        config["DATABASE_URL"] = f"sqlite:///{instance / 'course.db'}"
-    if config.get("MAIL_URL") in ("outbox:", "outbox", None):
-        config["MAIL_URL"] = f"outbox:{instance / 'outbox'}"
-    development = config.get("ENV") == "development"
-    if not config.get("SECRET_KEY"):
-        if not development:
-            raise ConfigError(
-                f"COURSE_SECRET_KEY is required outside development. {_GENERATE_HINT}\n"
-                "or set COURSE_ENV=development to use a key kept in the instance folder."
-            )
-        config["SECRET_KEY"] = _development_secret(instance)
-    elif not development:
-        problem = secret_key_problem(str(config["SECRET_KEY"]))
-        if problem:
-            raise ConfigError(f"COURSE_SECRET_KEY is too weak: {problem}. {_GENERATE_HINT}")
-    if config.get("SIGNUP_MIN_SECONDS") in (None, ""):
-        # In development a person trying the form (or a browser test) is not held back.
-        config["SIGNUP_MIN_SECONDS"] = 0 if development else 3
-
-
 def _development_secret(instance: Path) -> str:
     """Create once and then reuse a secret in the instance folder, so links survive restarts."""
     path = instance / "secret_key"
@@ -224,6 +624,8 @@ def _development_secret(instance: Path) -> str:
     path.chmod(0o600)
     return key
 
+
+# -- origins ------------------------------------------------------------------------------------
 
 _ORIGIN = re.compile(
     r"(https?)://"
@@ -256,28 +658,6 @@ def parse_origin(value: object) -> str | None:
     return f"{scheme}://{host}" if port == _DEFAULT_PORTS[scheme] else f"{scheme}://{host}:{port}"
 
 
-def _as_origins(value: Any) -> tuple[str, ...]:
-    """``COURSE_ALLOWED_ORIGINS``: a JSON list or comma-separated origins."""
-    if value in (None, ""):
-        return ()
-    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
-    if not isinstance(items, list | tuple):
-        raise ConfigError("COURSE_ALLOWED_ORIGINS must be a list of origins")
-    origins: list[str] = []
-    for item in items:
-        if item == "":
-            continue
-        text = str(item).strip().removesuffix("/")
-        origin = parse_origin(_idna_host(text))
-        if origin is None:
-            raise ConfigError(
-                "COURSE_ALLOWED_ORIGINS entries must be origins like https://yourpractice.example"
-                f" (scheme and host, no path or wildcard); got {item!r}"
-            )
-        origins.append(origin)
-    return tuple(dict.fromkeys(origins))
-
-
 def _idna_host(url: str) -> str:
     """An internationalised host name in its ASCII form, as browsers send it."""
     scheme, sep, rest = url.partition("://")
@@ -291,82 +671,53 @@ def _idna_host(url: str) -> str:
     return f"{scheme}{sep}{host}{colon}{port}"
 
 
-def _as_limit(name: str, value: Any) -> str:
-    """A Flask-Limiter rate limit string such as ``10 per minute;50 per hour``."""
-    from limits import parse_many
+# -- showing the configuration --------------------------------------------------------------
 
-    text = str(value)
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``."""
     try:
-        if not parse_many(text):
-            raise ValueError(text)
+        parts = urlsplit(url)
     except ValueError:
-        raise ConfigError(
-            f"COURSE_{name} must be rate limits like '10 per minute;50 per hour', got {text!r}"
-        ) from None
-    return text
+        return "***"
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def settings_from_config(config: Mapping[str, Any]) -> Settings:
-    """Validate a Flask config mapping and return the engine's :class:`Settings`."""
-    tz = str(config["DEFAULT_TIMEZONE"])
-    try:
-        zoneinfo.ZoneInfo(tz)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"COURSE_DEFAULT_TIMEZONE is not a known time zone: {tz!r}") from None
-    interval = config.get("LESSON_INTERVAL")
-    fallbacks = config.get("SECRET_KEY_FALLBACKS") or []
-    if isinstance(fallbacks, str):
-        fallbacks = [k for k in fallbacks.split(",") if k]
-    base_url = str(config["BASE_URL"]).rstrip("/")
-    if urlsplit(base_url).scheme not in ("http", "https"):
-        raise ConfigError(f"COURSE_BASE_URL must start with http:// or https://: {base_url!r}")
-    lessons_dir = config.get("LESSONS_DIR") or PROJECT_ROOT / "lessons"
-    return Settings(
-        database_url=str(config["DATABASE_URL"]),
-        mail_url=str(config["MAIL_URL"]),
-        secret_keys=(*[str(k) for k in fallbacks], str(config["SECRET_KEY"])),
-        base_url=base_url,
-        mail_from=str(config["MAIL_FROM"]),
-        practice_name=str(config["PRACTICE_NAME"]),
-        booking_url=str(config["BOOKING_URL"]),
-        send_hour=_as_int("SEND_HOUR", config["SEND_HOUR"], 0, 23),
-        default_timezone=tz,
-        tick_seconds=_as_float("TICK_SECONDS", config["TICK_SECONDS"], 0.1),
-        lesson_interval=(
-            None if interval in (None, "") else _as_float("LESSON_INTERVAL", interval, 1)
-        ),
-        lessons_dir=Path(lessons_dir),
-        templates_dir=PROJECT_ROOT / "templates",
-        check_deliverability=_as_bool(config["CHECK_DELIVERABILITY"]),
-        confirm_resend_seconds=_as_int(
-            "CONFIRM_RESEND_SECONDS", config["CONFIRM_RESEND_SECONDS"], 0, 86400
-        ),
-        crisis_text=str(config["CRISIS_TEXT"]),
-        batch_size=_as_int("BATCH_SIZE", config["BATCH_SIZE"], 1, 10000),
-        claim_lease_seconds=_as_int("CLAIM_LEASE_SECONDS", config["CLAIM_LEASE_SECONDS"], 5, 86400),
-        retry_base_seconds=_as_int("RETRY_BASE_SECONDS", config["RETRY_BASE_SECONDS"], 1, 86400),
-        max_per_second=(
-            None
-            if config.get("MAX_PER_SECOND") in (None, "", 0)
-            else _as_float("MAX_PER_SECOND", config["MAX_PER_SECOND"], 0.01)
-        ),
-        smtp_connections=_as_int("SMTP_CONNECTIONS", config["SMTP_CONNECTIONS"], 1, 64),
-        allowed_origins=_as_origins(config.get("ALLOWED_ORIGINS")),
-        pending_retention_days=_as_int(
-            "PENDING_RETENTION_DAYS", config.get("PENDING_RETENTION_DAYS", 7), 1, 3650
-        ),
-        signup_min_seconds=_as_float(
-            "SIGNUP_MIN_SECONDS",
-            3 if config.get("SIGNUP_MIN_SECONDS") in (None, "") else config["SIGNUP_MIN_SECONDS"],
-            0,
-        ),
-        subscribe_limit_per_client=_as_limit(
-            "SUBSCRIBE_LIMIT_PER_CLIENT",
-            config.get("SUBSCRIBE_LIMIT_PER_CLIENT") or DEFAULTS["SUBSCRIBE_LIMIT_PER_CLIENT"],
-        ),
-        subscribe_limit_per_address=_as_limit(
-            "SUBSCRIBE_LIMIT_PER_ADDRESS",
-            config.get("SUBSCRIBE_LIMIT_PER_ADDRESS") or DEFAULTS["SUBSCRIBE_LIMIT_PER_ADDRESS"],
-        ),
-        proxy_count=_as_int("PROXY_COUNT", config.get("PROXY_COUNT", 0), 0, 10),
-    )
+def effective(settings: Settings) -> list[tuple[str, str]]:
+    """Each setting's variable name and value as text, secrets masked."""
+    rows = []
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            shown = "*** (set)"
+        elif name == "secret_key_fallbacks":
+            shown = f"*** ({len(value)} key(s))" if value else ""
+        elif name.endswith("_url") and isinstance(value, str):
+            shown = mask_url(value)
+        elif isinstance(value, tuple):
+            shown = ",".join(str(v) for v in value)
+        elif value is None:
+            shown = ""
+        else:
+            shown = str(value)
+        rows.append((PREFIX + name.upper(), shown))
+    return rows
+
+
+def markdown_table() -> str:
+    """The README's configuration table, generated from the declared settings."""
+    lines = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        default = extra.get("doc_default")
+        if default is None:
+            value = field.default
+            shown = str(value.value if isinstance(value, StrEnum) else value)
+            default = f"`{shown}`" if value not in (None, "", ()) else "none"
+        description = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `{PREFIX}{name.upper()}` | {default} | {description} |")
+    return "\n".join(lines) + "\n"

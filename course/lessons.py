@@ -66,6 +66,7 @@ class LessonSet:
     lessons: dict[int, Lesson] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # file name -> reason
     total: int = 0  # the course length: the number of lesson files, broken ones included
+    directory: Path | None = None  # where they were read from
 
     def get(self, day: int) -> Lesson | None:
         """The lesson for ``day``, or None if it is missing or broken."""
@@ -172,10 +173,15 @@ def load_lesson(path: Path, total: int) -> Lesson:
     )
 
 
+def lesson_files(directory: Path) -> list[Path]:
+    """The lesson files in ``directory``, in name order: every ``*.md`` but a README."""
+    return sorted(p for p in directory.glob("*.md") if p.stem.upper() != "README")
+
+
 def load_lessons(directory: Path) -> LessonSet:
-    """Load every ``*.md`` file in ``directory``; broken files land in ``errors``."""
-    result = LessonSet()
-    paths = sorted(directory.glob("*.md"))
+    """Load every lesson file in ``directory``; broken files land in ``errors``."""
+    result = LessonSet(directory=directory)
+    paths = lesson_files(directory)
     result.total = len(paths)
     for path in paths:
         try:
@@ -211,7 +217,7 @@ class LessonLibrary:
 
     def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
         entries = []
-        for path in sorted(self.directory.glob("*.md")):
+        for path in lesson_files(self.directory):
             try:
                 stat = path.stat()
             except FileNotFoundError:

@@ -134,6 +134,13 @@ class Delivery(Base):
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
         ),
+        # Health checks count recent failures.
+        Index(
+            "ix_deliveries_failed_at",
+            "failed_at",
+            postgresql_where=text("status = 'failed'"),
+            sqlite_where=text("status = 'failed'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -148,6 +155,7 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     first_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # retry window start
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when it was given up
     # How many times an operator asked to send this again. Part of the Message-ID, so a
     # deliberate re-send is not hidden by mail apps as a duplicate of the first copy.
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -22,10 +22,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import css_inline
 import idna
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, StrictUndefined, select_autoescape
 
 from course.config import Settings
 from course.lessons import Lesson, LessonSet
+from course.resources import template_loader
 from course.tokens import Signer
 
 _SLOT = re.compile(r"@@([a-z_]+)@@")
@@ -131,6 +132,10 @@ class Reader:
     name: str | None
 
 
+#: The reader that previews, test sends and content checks render for.
+SAMPLE_READER = Reader("sample-reader", "reader@example.org", "Sam")
+
+
 def envelope_address(email: str) -> str:
     """The address to put on the wire: an internationalised domain in its ASCII (IDNA) form.
 
@@ -154,7 +159,7 @@ def _ascii_domain(domain: str) -> str:
 def make_jinja_env(settings: Settings) -> Environment:
     """The Jinja environment for email templates (autoescaped HTML, strict variables)."""
     return Environment(
-        loader=FileSystemLoader(settings.templates_dir),
+        loader=template_loader(settings),
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
         keep_trailing_newline=True,

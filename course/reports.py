@@ -245,7 +245,7 @@ def health(session: Session, now: datetime, tick_seconds: float, stale_ticks: in
             "public_id": public_id,
             "error": d.last_error,
             "attempts": d.attempts,
-            "at": d.first_failed_at or d.created_at,
+            "at": d.failed_at or d.first_failed_at or d.created_at,
         }
         for d, email, public_id in failed_rows
     ]
@@ -254,8 +254,7 @@ def health(session: Session, now: datetime, tick_seconds: float, stale_ticks: in
     )
     ticks = session.scalars(select(SchedulerTick).order_by(SchedulerTick.last_tick_at.desc())).all()
     last = ticks[0].last_tick_at if ticks else None
-    threshold = max(timedelta(seconds=tick_seconds * stale_ticks), timedelta(minutes=1))
-    stale = last is None or now - last > threshold
+    stale = last is None or now - last > stale_after(tick_seconds, stale_ticks)
     statuses = dict(
         session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all()
     )
@@ -272,4 +271,70 @@ def health(session: Session, now: datetime, tick_seconds: float, stale_ticks: in
         ],
         stale=stale,
         status_counts={s.value: int(statuses.get(s.value, 0)) for s in SubscriberStatus},
+    )
+
+
+@dataclass(frozen=True)
+class Alarms:
+    """What ``/healthz`` and ``course stats`` call unhealthy in sending."""
+
+    last_tick: datetime | None
+    scheduler_stale: bool
+    overdue: int  # queued deliveries later than the allowed delay past their due time
+    oldest_due: datetime | None
+    failed_24h: int  # failures in the last day, bounced readers aside
+    failed_total: int
+
+    def reasons(self, max_failed: int) -> list[str]:
+        """One sentence per problem, for people and monitors."""
+        found = []
+        if self.last_tick is None:
+            found.append("no scheduler has ever ticked: start `course scheduler`")
+        elif self.scheduler_stale:
+            found.append(f"no scheduler has ticked since {self.last_tick.isoformat()}")
+        if self.overdue:
+            found.append(
+                f"{self.overdue} deliveries are overdue (the oldest was due at "
+                f"{self.oldest_due.isoformat() if self.oldest_due else '?'})"
+            )
+        if self.failed_24h >= max_failed:
+            found.append(f"{self.failed_24h} deliveries failed in the last 24 hours")
+        return found
+
+
+def stale_after(tick_seconds: float, stale_ticks: int = 5) -> timedelta:
+    """How long without a tick before the scheduler counts as stopped."""
+    return max(timedelta(seconds=tick_seconds * stale_ticks), timedelta(minutes=1))
+
+
+def alarms(session: Session, now: datetime, tick_seconds: float, max_delay: timedelta) -> Alarms:
+    """The scheduler's pulse, overdue deliveries and recent failures (a few small queries)."""
+    last = session.scalar(select(func.max(SchedulerTick.last_tick_at)))
+    late = and_(Delivery.status == DeliveryStatus.QUEUED, Delivery.due_at < now - max_delay)
+    overdue, oldest = session.execute(
+        select(func.count(), func.min(Delivery.due_at)).where(late)
+    ).one()
+    failed_24h = _scalar(
+        session,
+        select(func.count())
+        .select_from(Delivery)
+        .join(Subscriber)
+        .where(
+            Delivery.status == DeliveryStatus.FAILED,
+            Delivery.failed_at >= now - timedelta(days=1),
+            Subscriber.status != SubscriberStatus.BOUNCED,
+        ),
+    )
+    failed_total = _scalar(
+        session, select(func.count()).where(Delivery.status == DeliveryStatus.FAILED)
+    )
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)  # min() over SQLite bypasses the column type
+    return Alarms(
+        last_tick=last,
+        scheduler_stale=last is None or now - last > stale_after(tick_seconds),
+        overdue=int(overdue or 0),
+        oldest_due=oldest,
+        failed_24h=failed_24h,
+        failed_total=failed_total,
     )

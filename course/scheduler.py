@@ -18,6 +18,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from course.checks import check_content as check_templates_and_lessons
+from course.checks import log_content_problems
 from course.config import Settings
 from course.db import make_engine, make_sessionmaker
 from course.mail import transport_from_url
@@ -30,8 +32,20 @@ log = logging.getLogger("course.scheduler")
 
 def build_sender(settings: Settings) -> Sender:
     """A sender wired to the configured database and mail transport."""
-    engine = make_engine(settings.database_url, asynchronous_commit=True)
+    # Each SMTP connection's thread holds one database connection for its hot path and
+    # may open a second to record a failure; claims and heartbeats need one more. Sized
+    # from the setting, so a large pool of SMTP connections never waits for the database.
+    pool_size = 2 * settings.smtp_connections + 2
+    engine = make_engine(
+        settings.database_url, asynchronous_commit=True, pool_size=pool_size, max_overflow=4
+    )
     return Sender(settings, make_sessionmaker(engine), transport_from_url(settings.mail_url))
+
+
+def check_content(sender: Sender, who: str) -> None:
+    """Log every problem with the templates and lessons, naming the file."""
+    report = check_templates_and_lessons(sender.renderer, sender.library.current(), utcnow())
+    log_content_problems(report, who)
 
 
 def run_tick(sender: Sender) -> None:
@@ -84,6 +98,7 @@ def _add_job(scheduler: BaseScheduler, sender: Sender, settings: Settings) -> No
 def start_background(settings: Settings) -> tuple[BackgroundScheduler, Sender]:
     """Start ticking in a background thread (``course run`` in development)."""
     sender = build_sender(settings)
+    check_content(sender, "scheduler")
     scheduler = BackgroundScheduler(timezone="UTC")
     _add_job(scheduler, sender, settings)
     scheduler.start()
@@ -104,6 +119,7 @@ def run_forever(settings: Settings) -> None:
     so another sender can take them at once, and the process exits.
     """
     sender = build_sender(settings)
+    check_content(sender, "scheduler")
     scheduler = BlockingScheduler(timezone="UTC")
     _add_job(scheduler, sender, settings)
 

@@ -67,13 +67,7 @@ def security_headers(settings: Settings) -> dict[str, str]:
 
 
 def register_security(app: Flask, settings: Settings) -> None:
-    """Security headers on every response, trusted proxies, and CSRF settings."""
-    # Flask-WTF's "SSL strict" check wants a same-origin Referer on every https POST, but
-    # our pages say Referrer-Policy: no-referrer, so browsers send none and every form
-    # (the admin's too) would fail behind https. The CSRF token (in the session cookie,
-    # which is SameSite, HttpOnly and Secure on https) is the protection; /subscribe also
-    # checks Origin itself (``course.web.public``).
-    app.config["WTF_CSRF_SSL_STRICT"] = False
+    """Security headers on every response, and trusted proxies."""
     if settings.proxy_count:
         # Behind a reverse proxy every request comes from the proxy's address; per-client
         # rate limits need the client's, which only the trusted proxies may tell us.

@@ -50,6 +50,7 @@ from course.models import (
     utcnow,
 )
 from course.render import Reader, Renderer, envelope_address
+from course.resources import lessons_dir
 from course.schedule import next_lesson_due
 from course.subscriptions import lesson_params, upsert_lesson
 from course.tokens import Signer
@@ -62,8 +63,9 @@ Clock = Callable[[], datetime]
 RETRY_WINDOW = timedelta(hours=24)
 #: The longest wait between two retries.
 MAX_BACKOFF = timedelta(hours=2)
-#: How long a delivery waits when its lesson file is broken, before it is looked at again.
-BROKEN_LESSON_WAIT = timedelta(minutes=5)
+#: The longest wait before a message that could not be built (a broken lesson file or
+#: template) is tried again: the practice may be fixing it right now.
+BROKEN_CONTENT_WAIT = timedelta(minutes=5)
 
 #: Which subscriber states may still receive which kind of email.
 _MAY_RECEIVE = {
@@ -111,11 +113,6 @@ _CANCEL = (
     update(Delivery)
     .where(Delivery.id == bindparam("did"))
     .values(status=DeliveryStatus.CANCELLED, claimed_by=None)
-)
-_WAIT = (
-    update(Delivery)
-    .where(Delivery.id == bindparam("did"))
-    .values(due_at=bindparam("due"), claimed_by=None, last_error=bindparam("error"))
 )
 _MARK_SENT = (
     update(Delivery)
@@ -221,7 +218,7 @@ class Sender:
         self.clock = clock
         self.worker = worker or worker_name()
         self.rng = rng or random.Random()
-        self.library = LessonLibrary(settings.lessons_dir)
+        self.library = LessonLibrary(lessons_dir(settings))
         self.renderer = Renderer(settings, Signer(settings.secret_keys))
         self.stopping = threading.Event()
         self.engine = sessions.kw["bind"]
@@ -316,12 +313,11 @@ class Sender:
                         return
                     try:
                         outcome = self._deliver(db, item, conn, lessons)
-                    except Exception:
-                        # One odd message (its reader erased mid-send, a database hiccup)
-                        # must not stop the batch: hand its claim back and go on.
-                        log.exception("delivery=%s could not be recorded", item.id)
-                        self._release([item.id])
-                        outcome = "skipped"
+                    except Exception as exc:
+                        # One odd message (a database hiccup, a bug) must not stop the
+                        # batch, nor loop unseen: it counts as an attempt with its error.
+                        log.exception("delivery=%s could not be sent or recorded", item.id)
+                        outcome = self._record_error(item.id, exc)
                     with lock:
                         setattr(result, outcome, getattr(result, outcome) + 1)
 
@@ -397,15 +393,15 @@ class Sender:
                 message = self.renderer.build(
                     item.kind, item.number, reader, lessons, now, generation=item.generation
                 )
-            except LookupError as exc:
-                # The lesson file is broken or missing: wait for the practice to fix it
-                # rather than skip a lesson. Other lessons keep going out.
-                db.execute(
-                    _WAIT, {"did": item.id, "due": now + BROKEN_LESSON_WAIT, "error": str(exc)}
+            except Exception as exc:
+                # A broken or missing lesson file or template. It counts as an attempt with
+                # its error, and is looked at again soon (the practice may be fixing it):
+                # after the retry window it fails visibly, like any other failure.
+                tx.rollback()
+                log.warning("delivery=%s cannot be built: %s", item.id, exc)
+                return self._record_transient(
+                    item.id, f"cannot build the message: {exc}", max_wait=BROKEN_CONTENT_WAIT
                 )
-                tx.commit()
-                log.warning("delivery=%s waits: %s", item.id, exc)
-                return "skipped"
             if not self._hold_lock:
                 tx.commit()
             if self.throttle is not None:
@@ -472,7 +468,24 @@ class Sender:
             return None
         return delivery
 
-    def _record_transient(self, delivery_id: int, error: str) -> str:
+    def _record_error(self, delivery_id: int, exc: Exception) -> str:
+        """An unexpected error: count it as a temporary failure if the database lets us,
+        else hand the claim back (and if even that fails, the lease runs out)."""
+        error = f"{type(exc).__name__}: {exc}"
+        try:
+            return self._record_transient(delivery_id, error)
+        except Exception:
+            log.exception("delivery=%s: the failure could not be recorded", delivery_id)
+        try:
+            self._release([delivery_id])
+        except Exception:
+            log.exception("delivery=%s: the claim could not be handed back", delivery_id)
+        return "skipped"
+
+    def _record_transient(
+        self, delivery_id: int, error: str, max_wait: timedelta | None = None
+    ) -> str:
+        """Count a failed attempt: retry later with backoff, or fail after the window."""
         now = self.clock()
         with self.sessions() as session, session.begin():
             delivery = self._claimed_row(session, delivery_id)
@@ -484,14 +497,15 @@ class Sender:
             first = delivery.first_failed_at or now
             delivery.first_failed_at = first
             if now - first >= RETRY_WINDOW:
-                # Shown on the dashboard; an operator can retry it from the reader's page
-                # (course.subscriptions.retry_failed), and a resume re-queues it too.
+                # Shown on the dashboard, in `course stats` and by /healthz; an operator can
+                # retry it from the reader's page (course.subscriptions.retry_failed), and a
+                # resume re-queues it too.
                 delivery.status = DeliveryStatus.FAILED
+                delivery.failed_at = now
                 log.warning("delivery=%s failed after %s attempts", delivery_id, delivery.attempts)
                 return "failed"
-            delivery.due_at = now + backoff(
-                delivery.attempts, self.settings.retry_base_seconds, self.rng
-            )
+            wait = backoff(delivery.attempts, self.settings.retry_base_seconds, self.rng)
+            delivery.due_at = now + (min(wait, max_wait) if max_wait is not None else wait)
         return "retried"
 
     def _record_permanent(self, delivery_id: int, error: PermanentError) -> str:
@@ -502,6 +516,7 @@ class Sender:
                 return "skipped"
             delivery.attempts += 1
             delivery.status = DeliveryStatus.FAILED
+            delivery.failed_at = now
             delivery.last_error = str(error)[:1000]
             delivery.claimed_by = None
             if not error.bounce:

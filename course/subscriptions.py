@@ -321,6 +321,7 @@ def upsert_lesson(dialect: str) -> Insert:
                 (Delivery.status == DeliveryStatus.FAILED, 0), else_=Delivery.attempts
             ),
             "first_failed_at": None,
+            "failed_at": None,
         },
         # Sent rows are never touched; failed ones can be queued again (a resume, or an
         # operator's retry after the relay was fixed).
@@ -526,6 +527,7 @@ def resend_lesson(
     delivery.due_at = now
     delivery.attempts = 0
     delivery.first_failed_at = None
+    delivery.failed_at = None
     delivery.claimed_by = None
     record_event(
         session,

@@ -15,14 +15,16 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from click.testing import CliRunner, Result
 from flask import Flask
-from flask.testing import FlaskClient, FlaskCliRunner
+from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session as DBSession
 from sqlalchemy.orm import sessionmaker
 
-from course.app import create_app
-from course.config import DEFAULTS, Settings, settings_from_config
+from course.app import create_app, split_overrides
+from course.cli import main as course_command
+from course.config import Settings, load_settings
 from course.db import make_engine, make_sessionmaker, upgrade
 from course.mail.outbox import OutboxTransport
 from course.sending import Sender
@@ -59,7 +61,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
         return
     if not _postgres_available():
-        _skip_or_fail("PostgreSQL is not reachable on 127.0.0.1:5432", "COURSE_REQUIRE_POSTGRES")
+        _skip_or_fail(
+            "PostgreSQL is not reachable on 127.0.0.1:5432", "COURSE_TEST_REQUIRE_POSTGRES"
+        )
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(PG_URL)
     with admin.begin() as conn:
@@ -85,7 +89,7 @@ def sqlite_url(tmp_path: Path) -> str:
 def make_config(tmp_path: Path, db_url: str, **overrides: Any) -> dict[str, Any]:
     """A test configuration: the given database, an outbox in ``tmp_path``."""
     config: dict[str, Any] = {
-        "ENV": "testing",
+        "ENV": "production",
         "TESTING": True,
         "DATABASE_URL": db_url,
         "MAIL_URL": f"outbox:{tmp_path / 'outbox'}",
@@ -117,9 +121,20 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+class CourseRunner:
+    """Runs ``course`` commands against an app's configured state (database, lessons)."""
+
+    def __init__(self, app: Flask) -> None:
+        self.state = app.extensions["course"]
+
+    def invoke(self, args: list[str], input: str | None = None) -> Result:
+        """Run ``course ARGS...`` and return click's result."""
+        return CliRunner().invoke(course_command, args, input=input, obj=self.state)
+
+
 @pytest.fixture
-def runner(app: Flask) -> FlaskCliRunner:
-    return app.test_cli_runner()
+def runner(app: Flask) -> CourseRunner:
+    return CourseRunner(app)
 
 
 @pytest.fixture
@@ -180,9 +195,8 @@ def make_sender(
 
 def engine_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
     """Engine settings without a Flask app."""
-    config = dict(DEFAULTS)
-    config.update(make_config(tmp_path, db_url, **overrides))
-    return settings_from_config(config)
+    fields, _flask_only = split_overrides(make_config(tmp_path, db_url, **overrides))
+    return load_settings(fields)
 
 
 # -- a real SMTP server on loopback ---------------------------------------------------------
@@ -265,14 +279,14 @@ def limit_store(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
 
     Each test gets its own key prefix, so no two tests (or runs) share counters; its Redis
     keys are deleted afterwards. Without Redis the Redis variant is skipped, unless
-    COURSE_REQUIRE_REDIS is set.
+    COURSE_TEST_REQUIRE_REDIS is set.
     """
     prefix = f"course-test-{uuid.uuid4().hex[:12]}"
     if request.param == "memory":
         yield {"RATELIMIT_STORAGE_URL": "memory://", "RATELIMIT_KEY_PREFIX": prefix}
         return
     if not _redis_available():
-        _skip_or_fail(f"Redis is not reachable at {REDIS_URL}", "COURSE_REQUIRE_REDIS")
+        _skip_or_fail(f"Redis is not reachable at {REDIS_URL}", "COURSE_TEST_REQUIRE_REDIS")
     yield {"RATELIMIT_STORAGE_URL": REDIS_URL, "RATELIMIT_KEY_PREFIX": prefix}
     import redis
 

@@ -6,6 +6,7 @@ import email
 import email.policy
 import re
 from email.message import EmailMessage
+from pathlib import Path
 
 
 def parse(data: bytes) -> EmailMessage:
@@ -37,3 +38,7 @@ def link(data: bytes, path: str) -> str:
 def local_path(url: str) -> str:
     """The path of an absolute URL, for the Flask test client."""
     return "/" + url.split("://", 1)[1].split("/", 1)[1]
+
+
+#: The repository's root (docs, the shipped lesson sources).
+REPO = Path(__file__).resolve().parent.parent

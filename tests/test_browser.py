@@ -118,8 +118,8 @@ def browser_page() -> Iterator[object]:
             f"Chromium is not installed at {CHROMIUM}. Install it with "
             "`apt-get install -y chromium` (Debian's package; no browser download is needed)."
         )
-        if os.environ.get("COURSE_REQUIRE_BROWSER"):
-            pytest.fail(message + " COURSE_REQUIRE_BROWSER is set.")
+        if os.environ.get("COURSE_TEST_REQUIRE_BROWSER"):
+            pytest.fail(message + " COURSE_TEST_REQUIRE_BROWSER is set.")
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
 

@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
-from flask.testing import FlaskCliRunner
 
-from tests.conftest import RecordingHandler
+from tests.conftest import CourseRunner, RecordingHandler
 from tests.helpers import parse
 
 
-def test_preview_prints_both_parts(runner: FlaskCliRunner) -> None:
+def test_preview_prints_both_parts(runner: CourseRunner) -> None:
     result = runner.invoke(args=["preview", "3"])
     assert result.exit_code == 0, result.output
     assert "Subject: Day 3 of 5" in result.output
@@ -22,7 +21,7 @@ def test_preview_prints_both_parts(runner: FlaskCliRunner) -> None:
     assert "<!DOCTYPE html>" in result.output  # HTML part
 
 
-def test_preview_of_a_missing_lesson_is_a_clear_error(runner: FlaskCliRunner) -> None:
+def test_preview_of_a_missing_lesson_is_a_clear_error(runner: CourseRunner) -> None:
     result = runner.invoke(args=["preview", "9"])
     assert result.exit_code != 0
     assert "Lesson 9 cannot be rendered" in result.output
@@ -38,15 +37,15 @@ def test_send_test_goes_through_the_configured_transport(
     app = create_app(
         make_config(tmp_path, sqlite_url, MAIL_URL=f"smtp://127.0.0.1:{controller.port}")
     )
-    result = app.test_cli_runner().invoke(args=["send-test", "2", "--to", "me@example.org"])
+    result = CourseRunner(app).invoke(args=["send-test", "2", "--to", "me@example.org"])
     assert result.exit_code == 0, result.output
     assert parse(handler.messages[0].data)["Subject"].startswith("Day 2 of 5")
-    bad = app.test_cli_runner().invoke(args=["send-test", "2", "--to", "not an address"])
+    bad = CourseRunner(app).invoke(args=["send-test", "2", "--to", "not an address"])
     assert bad.exit_code == 2 and "--to" in bad.output
     app.extensions["course"].engine.dispose()
 
 
-def test_send_due_reports_what_it_did(runner: FlaskCliRunner, client) -> None:  # type: ignore[no-untyped-def]
+def test_send_due_reports_what_it_did(runner: CourseRunner, client) -> None:  # type: ignore[no-untyped-def]
     client.post("/subscribe", json={"email": "ana@example.com"})
     result = runner.invoke(args=["send-due"])
     assert result.exit_code == 0
@@ -68,7 +67,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 def test_production_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
     result = _course(
-        ["db", "upgrade"],
+        ["scheduler"],
         _clean_env(COURSE_DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}"),
         tmp_path,
     )
@@ -102,4 +101,4 @@ def test_bad_setting_is_reported_clearly(tmp_path: Path) -> None:
         tmp_path,
     )
     assert result.returncode == 2
-    assert "COURSE_SEND_HOUR must be between 0 and 23" in result.stderr
+    assert "COURSE_SEND_HOUR: Input should be less than or equal to 23 (got '25')" in result.stderr

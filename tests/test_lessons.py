@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from course.config import PROJECT_ROOT
 from course.lessons import LessonLibrary, load_lessons, markdown_to_text
+from tests.helpers import REPO
 
-LESSONS = PROJECT_ROOT / "lessons"
+LESSONS = REPO / "lessons"
 GOOD = """---
 day: {day}
 subject: "Day {{day}} of {{total}}: A title"
@@ -103,18 +103,16 @@ def test_markdown_to_text_wraps_and_keeps_lists() -> None:
 def test_the_sender_sees_every_edit_of_a_lesson(tmp_path: Path) -> None:
     """Regression: compiled emails were cached by id() of the lesson set, which Python
     reuses once the old set is freed, so an edit could bring back an older version."""
-    from course.config import DEFAULTS, settings_from_config
+    from course.config import Settings
     from course.render import Renderer
     from course.tokens import Signer
 
     path = tmp_path / "01-a.md"
-    config = dict(DEFAULTS)
-    config.update(
-        DATABASE_URL="sqlite://",
-        SECRET_KEY="x" * 8 + "0123456789abcdef" * 3,
-        LESSONS_DIR=str(tmp_path),
+    settings = Settings(
+        database_url="sqlite://",
+        secret_key="x" * 8 + "0123456789abcdef" * 3,
+        lessons_dir=tmp_path,
     )
-    settings = settings_from_config(config)
     renderer = Renderer(settings, Signer(settings.secret_keys))
     library = LessonLibrary(tmp_path)
     for version in range(8):

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskCliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.security import check_password_hash
 
 from course.app import create_app
-from course.config import PROJECT_ROOT, Settings
+from course.config import Settings
 from course.importer import ImportAborted, Row, import_rows
 from course.models import (
     Delivery,
@@ -34,7 +31,8 @@ from course.models import (
     SubscriberStatus,
 )
 from course.schedule import next_calendar_send
-from tests.conftest import FakeClock, make_config
+from tests.conftest import CourseRunner, FakeClock, make_config
+from tests.helpers import REPO
 
 PASSWORD = "correct horse battery staple"
 
@@ -43,7 +41,7 @@ PASSWORD = "correct horse battery staple"
 
 
 def test_admin_create_makes_an_operator_without_showing_the_password(
-    runner: FlaskCliRunner, sessions: sessionmaker[Session]
+    runner: CourseRunner, sessions: sessionmaker[Session]
 ) -> None:
     result = runner.invoke(
         args=["admin", "create", "Kim@Harbor.example.org", "--timezone", "Europe/Berlin"],
@@ -61,7 +59,7 @@ def test_admin_create_makes_an_operator_without_showing_the_password(
 
 
 def test_admin_create_refuses_a_short_password(
-    runner: FlaskCliRunner, sessions: sessionmaker[Session]
+    runner: CourseRunner, sessions: sessionmaker[Session]
 ) -> None:
     result = runner.invoke(
         args=["admin", "create", "kim@harbor.example.org"], input="short-pw\nshort-pw\n"
@@ -74,7 +72,7 @@ def test_admin_create_refuses_a_short_password(
 
 
 def test_admin_create_refuses_a_duplicate(
-    runner: FlaskCliRunner, sessions: sessionmaker[Session]
+    runner: CourseRunner, sessions: sessionmaker[Session]
 ) -> None:
     first = runner.invoke(
         args=["admin", "create", "kim@harbor.example.org"], input=f"{PASSWORD}\n{PASSWORD}\n"
@@ -92,7 +90,7 @@ def test_admin_create_refuses_a_duplicate(
 
 
 def test_admin_create_checks_the_timezone_and_address_before_asking(
-    runner: FlaskCliRunner,
+    runner: CourseRunner,
 ) -> None:
     bad_zone = runner.invoke(
         args=["admin", "create", "kim@harbor.example.org", "--timezone", "Mars/Olympus"]
@@ -197,7 +195,7 @@ def _per_lesson(output: str) -> dict[int, list[int]]:
 
 
 def test_stats_prints_the_funnel_and_per_lesson_numbers(
-    runner: FlaskCliRunner, known_numbers: None
+    runner: CourseRunner, known_numbers: None
 ) -> None:
     result = runner.invoke(args=["stats"])
     assert result.exit_code == 0, result.output
@@ -218,7 +216,7 @@ def test_stats_prints_the_funnel_and_per_lesson_numbers(
 
 
 def test_stats_filters_by_source_and_signup_days(
-    runner: FlaskCliRunner, known_numbers: None
+    runner: CourseRunner, known_numbers: None
 ) -> None:
     web = runner.invoke(args=["stats", "--source", "web"])
     assert web.exit_code == 0, web.output
@@ -236,7 +234,7 @@ def test_stats_filters_by_source_and_signup_days(
     assert backwards.exit_code == 2
 
 
-def test_stats_on_an_empty_database(runner: FlaskCliRunner) -> None:
+def test_stats_on_an_empty_database(runner: CourseRunner) -> None:
     result = runner.invoke(args=["stats"])
     assert result.exit_code == 0, result.output
     assert _funnel(result.output)["Signed up"] == ("0", "-")
@@ -251,7 +249,7 @@ def _sections(output: str) -> tuple[list[list[str]], list[list[str]]]:
     return list(csv.reader(io.StringIO(subscribers))), list(csv.reader(io.StringIO(events)))
 
 
-def test_export_writes_subscribers_then_events(runner: FlaskCliRunner, known_numbers: None) -> None:
+def test_export_writes_subscribers_then_events(runner: CourseRunner, known_numbers: None) -> None:
     result = runner.invoke(args=["export"])
     assert result.exit_code == 0, result.output
     subscribers, events = _sections(result.stdout)
@@ -297,7 +295,7 @@ def test_export_writes_subscribers_then_events(runner: FlaskCliRunner, known_num
 
 
 def test_export_keeps_an_erased_readers_events_anonymous(
-    runner: FlaskCliRunner, known_numbers: None, sessions: sessionmaker[Session]
+    runner: CourseRunner, known_numbers: None, sessions: sessionmaker[Session]
 ) -> None:
     with sessions() as s:
         ana_id = s.scalars(
@@ -317,7 +315,7 @@ def test_export_keeps_an_erased_readers_events_anonymous(
 
 
 def test_export_guards_against_formula_injection(
-    runner: FlaskCliRunner, sessions: sessionmaker[Session], tmp_path: Path
+    runner: CourseRunner, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     names = ['=HYPERLINK("http://x")', "+1 555", "-2", "@SUM(A1)", "\tTab", "\rCR", "Ann-Marie"]
     with sessions() as s, s.begin():
@@ -363,7 +361,7 @@ def _deliveries(sessions: sessionmaker[Session], email: str) -> list[Delivery]:
 
 
 def test_import_enrols_good_rows_with_a_confirmation_email(
-    runner: FlaskCliRunner, sessions: sessionmaker[Session], tmp_path: Path
+    runner: CourseRunner, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     path = _csv(
         tmp_path / "list.csv",
@@ -390,7 +388,7 @@ def test_import_enrols_good_rows_with_a_confirmation_email(
 
 
 def test_import_skips_bad_rows_and_duplicates_with_reasons(
-    runner: FlaskCliRunner, sessions: sessionmaker[Session], tmp_path: Path
+    runner: CourseRunner, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     with sessions() as s, s.begin():
         gone = _reader(s, "gone@example.com", _at(1), "web")
@@ -458,14 +456,14 @@ def test_import_consented_in_interval_mode_is_due_now(
     app: Flask, sessions: sessionmaker[Session], settings: Settings
 ) -> None:
     clock = FakeClock()
-    fast = dataclasses.replace(settings, lesson_interval=30.0)
+    fast = settings.model_copy(update={"lesson_interval": 30.0})
     import_rows(sessions, [Row(2, {"email": "ana@example.com"})], fast, clock, consented=True)
     [lesson] = _deliveries(sessions, "ana@example.com")
     assert lesson.due_at == clock.now
 
 
 def test_import_consented_from_the_cli_sends_no_confirmation(
-    runner: FlaskCliRunner, sessions: sessionmaker[Session], tmp_path: Path
+    runner: CourseRunner, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     path = _csv(tmp_path / "list.csv", "email\nana@example.com\n")
     result = runner.invoke(args=["import", str(path), "--consented"])
@@ -476,7 +474,7 @@ def test_import_consented_from_the_cli_sends_no_confirmation(
 
 
 def test_import_reads_a_bom_and_semicolons(
-    runner: FlaskCliRunner, sessions: sessionmaker[Session], tmp_path: Path
+    runner: CourseRunner, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     path = _csv(
         tmp_path / "excel.csv", "email;name\r\nzoë@example.com;Zoë\r\n", encoding="utf-8-sig"
@@ -497,7 +495,7 @@ def test_import_reads_a_bom_and_semicolons(
     ],
 )
 def test_import_refuses_an_unreadable_file_and_imports_nothing(
-    runner: FlaskCliRunner,
+    runner: CourseRunner,
     sessions: sessionmaker[Session],
     tmp_path: Path,
     content: bytes,
@@ -512,7 +510,7 @@ def test_import_refuses_an_unreadable_file_and_imports_nothing(
     assert _subscribers(sessions) == {}
 
 
-def test_import_refuses_a_bad_source_tag(runner: FlaskCliRunner, tmp_path: Path) -> None:
+def test_import_refuses_a_bad_source_tag(runner: CourseRunner, tmp_path: Path) -> None:
     path = _csv(tmp_path / "list.csv", "email\nana@example.com\n")
     result = runner.invoke(args=["import", str(path), "--source", "no spaces please"])
     assert result.exit_code == 2
@@ -521,7 +519,7 @@ def test_import_refuses_a_bad_source_tag(runner: FlaskCliRunner, tmp_path: Path)
 
 @pytest.mark.slow
 def test_a_large_import_enrols_everyone_once(
-    runner: FlaskCliRunner, sessions: sessionmaker[Session], tmp_path: Path
+    runner: CourseRunner, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     lines = ["email,name"]
     lines += [f"reader{i}@example.com,Reader {i}" for i in range(4000)]
@@ -590,7 +588,7 @@ def test_a_concurrent_signup_costs_only_its_own_row(
 
 
 def test_forget_erases_the_reader(
-    runner: FlaskCliRunner, known_numbers: None, sessions: sessionmaker[Session]
+    runner: CourseRunner, known_numbers: None, sessions: sessionmaker[Session]
 ) -> None:
     declined = runner.invoke(args=["forget", "ana@example.com"], input="n\n")
     assert declined.exit_code == 1
@@ -605,7 +603,7 @@ def test_forget_erases_the_reader(
         assert s.scalar(select(func.count()).where(Event.subscriber_id.is_(None))) == 4
 
 
-def test_forget_an_unknown_address(runner: FlaskCliRunner, known_numbers: None) -> None:
+def test_forget_an_unknown_address(runner: CourseRunner, known_numbers: None) -> None:
     result = runner.invoke(args=["forget", "nobody@example.com", "--yes"])
     assert result.exit_code == 1
     assert "No subscriber with that address." in result.output
@@ -615,7 +613,7 @@ def test_forget_an_unknown_address(runner: FlaskCliRunner, known_numbers: None) 
 # -- lessons check ------------------------------------------------------------------------------
 
 
-def test_lessons_check_passes_the_course(runner: FlaskCliRunner) -> None:
+def test_lessons_check_passes_the_course(runner: CourseRunner) -> None:
     result = runner.invoke(args=["lessons", "check"])
     assert result.exit_code == 0, result.output
     assert result.output.count("OK lesson") == 5
@@ -627,7 +625,7 @@ def test_lessons_check_passes_the_course(runner: FlaskCliRunner) -> None:
 def broken_lessons(tmp_path: Path, sqlite_url: str) -> Iterator[Flask]:
     folder = tmp_path / "lessons"
     folder.mkdir()
-    shutil.copy(PROJECT_ROOT / "lessons" / "01-where-insecurity-comes-from.md", folder)
+    shutil.copy(REPO / "lessons" / "01-where-insecurity-comes-from.md", folder)
     (folder / "02-bad-yaml.md").write_text(
         '---\nday: 2\nsubject: "Day {day}: unclosed\ntitle: [oops\n---\nText.\n',
         encoding="utf-8",
@@ -641,32 +639,29 @@ def broken_lessons(tmp_path: Path, sqlite_url: str) -> Iterator[Flask]:
 
 
 def test_lessons_check_reports_broken_files(broken_lessons: Flask) -> None:
-    result = broken_lessons.test_cli_runner().invoke(args=["lessons", "check"])
+    result = CourseRunner(broken_lessons).invoke(args=["lessons", "check"])
     assert result.exit_code == 1
     assert "BROKEN 02-bad-yaml.md: the front matter is not valid YAML" in result.output
     assert "BROKEN 03-no-subject.md: missing front matter field(s): subject" in result.output
     assert "OK lesson 1: Day 1 of 3: " in result.output
 
 
-def test_lessons_check_reports_a_template_error(
-    runner: FlaskCliRunner, monkeypatch: pytest.MonkeyPatch
+def test_lessons_check_reports_a_template_error_with_its_file_and_line(
+    tmp_path: Path, sqlite_url: str
 ) -> None:
-    from jinja2 import TemplateSyntaxError
-
-    from course.render import Renderer
-
-    real_build = Renderer.build
-
-    def build(self: Renderer, kind: str, number: int, *args: Any) -> bytes:
-        if number == 4:
-            raise TemplateSyntaxError("unexpected '}'", 7, filename="email/lesson.html")
-        return real_build(self, kind, number, *args)
-
-    monkeypatch.setattr(Renderer, "build", build)
-    result = runner.invoke(args=["lessons", "check"])
-    assert result.exit_code == 1
-    assert (
-        "BROKEN 04-communication.md: template error in email/lesson.html: unexpected '}'"
-        in result.output
+    """A practice's own template (COURSE_TEMPLATES_DIR) with a syntax error."""
+    email = tmp_path / "branding" / "email"
+    email.mkdir(parents=True)
+    (email / "lesson.html").write_text(
+        "{% extends 'email/base.html' %}\n{% block body %}\n{{ lesson.title }\n{% endblock %}\n"
     )
-    assert result.output.count("OK lesson") == 4
+    app = create_app(make_config(tmp_path, sqlite_url, TEMPLATES_DIR=str(tmp_path / "branding")))
+    try:
+        result = CourseRunner(app).invoke(args=["lessons", "check"])
+    finally:
+        app.extensions["course"].engine.dispose()
+    assert result.exit_code == 1
+    assert f"BROKEN {email / 'lesson.html'}: line 3: unexpected '}}'" in result.output
+    assert result.output.count(f"BROKEN {email / 'lesson.html'}") == 1  # not once per lesson
+    assert "OK confirmation email" in result.output
+    assert "OK lesson" not in result.output

@@ -203,11 +203,13 @@ def test_a_pool_of_connections_sends_each_message_once(
 def _env(db_url: str, port: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COURSE_")}
     env.update(
-        COURSE_ENV="testing",
+        COURSE_ENV="production",
         COURSE_DATABASE_URL=db_url,
         COURSE_MAIL_URL=f"smtp://127.0.0.1:{port}",
         COURSE_SECRET_KEY="reliability-test-secret-key-0123456789abcdef",
         COURSE_BASE_URL="https://course.example.org",
+        COURSE_MAIL_FROM="Harbor Therapy <course@harbor.example.org>",
+        COURSE_BOOKING_URL="https://practice.example.org/book",
         COURSE_TICK_SECONDS="0.5",
         **extra,
     )

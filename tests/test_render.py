@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from course.config import Settings
 from course.lessons import LessonSet, load_lessons
 from course.render import Reader, Renderer, add_query
+from course.resources import lessons_dir
 from course.tokens import Signer
 from tests.helpers import html_part, parse, text_part
 
@@ -26,7 +27,7 @@ def renderer(settings: Settings) -> Renderer:
 
 @pytest.fixture
 def lessons(settings: Settings) -> LessonSet:
-    return load_lessons(settings.lessons_dir)
+    return load_lessons(lessons_dir(settings))
 
 
 READER = Reader("pub-id-123", "ana@example.com", "Ana")
@@ -138,16 +139,15 @@ def test_add_query(url: str, expected: str) -> None:
     ).filter(lambda n: n.strip() == n and n.strip()),
 )
 def test_any_name_round_trips_through_the_to_header_and_both_parts(name: str) -> None:
-    from course.config import DEFAULTS, settings_from_config
+    from course.config import Settings
     from course.lessons import load_lessons
+    from course.resources import lessons_dir
 
-    config = dict(DEFAULTS)
-    config.update(
-        DATABASE_URL="sqlite://", SECRET_KEY="k" * 40, BASE_URL="https://course.example.org"
+    settings_ = Settings(
+        database_url="sqlite://", secret_key="k" * 40, base_url="https://course.example.org"
     )
-    settings_ = settings_from_config(config)
     renderer = Renderer(settings_, Signer(settings_.secret_keys))
-    lessons = load_lessons(settings_.lessons_dir)
+    lessons = load_lessons(lessons_dir(settings_))
     data = renderer.build("lesson", 1, Reader("pid", "ana@example.com", name), lessons, NOW)
     msg = parse(data)
     assert msg["To"].addresses[0].display_name == name

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import (
     Blueprint,
+    Flask,
     Response,
     abort,
     flash,
@@ -31,9 +31,8 @@ from sqlalchemy.orm import Session
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
-from course.app import state
-from course.extensions import login_manager
-from course.mail import DeliveryError, transport_from_url
+from course.extensions import login_manager, state
+from course.mail import DeliveryError
 from course.models import (
     Delivery,
     Event,
@@ -47,21 +46,23 @@ from course.models import (
 from course.operators import authenticate
 from course.privacy import erase, export_data
 from course.progress import record_event
-from course.render import Reader, Renderer, envelope_address
+from course.render import SAMPLE_READER
 from course.reports import Filters, funnel, health, per_lesson
 from course.subscriptions import pause, resend_lesson, resume, retry_failed, unsubscribe
+from course.testsend import send_test
 from course.web.charts import bar_chart, stacked_bars
+from course.web.ratelimits import RateLimit, limit_endpoint
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
+
+def init_app(app: Flask) -> None:
+    """Register the admin pages and the login's rate limits."""
+    app.register_blueprint(bp)
+    limit_endpoint(app, "admin.login", LOGIN_LIMITS)
+
+
 PAGE_SIZE = 50
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    value: str
-    key: Any = None  # None: the client address
-    scope: str | None = None
 
 
 def _login_email() -> str:
@@ -399,13 +400,6 @@ def subscriber_erase(public_id: str) -> ResponseReturnValue:
 # -- lessons --------------------------------------------------------------------------------
 
 
-def _renderer() -> Renderer:
-    return Renderer(state().settings, state().signer)
-
-
-SAMPLE_READER = Reader("sample-reader", "reader@example.org", "Sam")
-
-
 @bp.get("/lessons")
 @login_required
 def lessons() -> ResponseReturnValue:
@@ -427,7 +421,7 @@ def lesson_detail(day: int) -> ResponseReturnValue:
     lesson = current.get(day)
     if lesson is None:
         abort(404)
-    renderer = _renderer()
+    renderer = state().renderer
     try:
         compiled = renderer.compiled("lesson", day, current)
     except Exception as exc:  # a template error must show as a message, not a 500
@@ -451,12 +445,8 @@ def lesson_test(day: int) -> ResponseReturnValue:
     current = course.lessons.current()
     if current.get(day) is None:
         abort(404)
-    renderer = _renderer()
-    reader = Reader(SAMPLE_READER.public_id, current_user.email, None)
     try:
-        message = renderer.build("lesson", day, reader, current, utcnow())
-        with transport_from_url(course.settings.mail_url).open() as conn:
-            conn.send(renderer.envelope_from, envelope_address(current_user.email), message)
+        send_test(course.settings, course.renderer, current, day, current_user.email, utcnow())
     except DeliveryError as exc:
         flash(f"The test could not be sent: {exc}", "alert")
     else:

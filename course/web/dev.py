@@ -10,13 +10,19 @@ import email.policy
 import re
 from email.message import EmailMessage
 
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, Flask, abort, render_template
 from flask.typing import ResponseReturnValue
 
-from course.app import state
+from course.extensions import state
 from course.mail.outbox import OutboxTransport
 
 bp = Blueprint("dev", __name__, url_prefix="/dev")
+
+
+def init_app(app: Flask) -> None:
+    """Register the outbox viewer (the factory does so only in development)."""
+    app.register_blueprint(bp)
+
 
 _NAME = re.compile(r"^[0-9]+-[A-Za-z0-9._-]+\.eml$")
 

@@ -14,12 +14,12 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, Response, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from course.app import state
+from course.extensions import state
 from course.models import (
     CheckIn,
     Delivery,
@@ -54,6 +54,20 @@ from course.tokens import InvalidToken
 from course.web.errors import error_response
 
 bp = Blueprint("links", __name__)
+
+
+def init_app(app: Flask) -> None:
+    """Register the reader's link pages.
+
+    The token in the URL is the credential, so a cross-site request cannot forge one and
+    CSRF tokens are not needed (RFC 8058 one-click unsubscribe must work without cookies or
+    tokens anyway).
+    """
+    from course.extensions import csrf
+
+    csrf.exempt(bp)
+    app.register_blueprint(bp)
+
 
 BAD_LINK = (
     "This link isn't valid. It may have been copied only in part. Please use the link "

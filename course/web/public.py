@@ -22,14 +22,14 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, Response, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import IntegrityError
 
-from course.app import state
 from course.config import Settings
+from course.extensions import state
 from course.models import SubscriberStatus, utcnow
 from course.security import (
     form_age,
@@ -47,11 +47,24 @@ from course.subscriptions import (
     validate_signup,
 )
 from course.tokens import InvalidToken
-from course.web.admin import RateLimit
 from course.web.errors import error_response
+from course.web.ratelimits import RateLimit, limit_endpoint
 
 bp = Blueprint("public", __name__)
 log = logging.getLogger(__name__)
+
+
+def init_app(app: Flask) -> None:
+    """Register the public pages and the signup's rate limits."""
+    from course.extensions import csrf
+
+    app.register_blueprint(bp)
+    # The signup endpoint checks CSRF itself: our own form must carry the token, a form
+    # from an allowed origin is vouched for by its Origin header (see subscribe_view).
+    csrf.exempt(subscribe_view)
+    settings = app.extensions["course"].settings
+    limit_endpoint(app, "public.subscribe_view", subscribe_limits(settings))
+
 
 #: The same words for every successful signup, new or known, so the response never tells
 #: whether an address is already enrolled.
@@ -283,7 +296,7 @@ def _bot_reason(data: dict[str, Any], settings: Settings) -> str | None:
     age = form_age(settings.secret_keys, stamp)
     if age is None:
         return "bad-stamp"  # a browser sends back what we gave it; only a program edits it
-    if age < settings.signup_min_seconds:
+    if age < settings.min_signup_seconds:
         return "too-fast"
     # However old a stamp is (a tab left open overnight), it is a person's: replaying one
     # gains a bot nothing, since a form without a stamp is accepted too.

@@ -1,0 +1,29 @@
+"""A test send: one lesson to a practice's own address, now, outside the course."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from course.config import Settings
+from course.lessons import LessonSet
+from course.mail import transport_from_url
+from course.render import SAMPLE_READER, Reader, Renderer, envelope_address
+
+
+def send_test(
+    settings: Settings,
+    renderer: Renderer,
+    lessons: LessonSet,
+    day: int,
+    address: str,
+    now: datetime,
+) -> None:
+    """Send lesson ``day`` to ``address`` through the configured transport.
+
+    Raises ``LookupError`` for a missing lesson and ``course.mail.DeliveryError`` when the
+    transport refuses it.
+    """
+    reader = Reader(SAMPLE_READER.public_id, address, None)
+    message = renderer.build("lesson", day, reader, lessons, now)
+    with transport_from_url(settings.mail_url).open() as conn:
+        conn.send(renderer.envelope_from, envelope_address(address), message)
