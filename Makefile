@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make run` and `make course` are development: SQLite, the mail outbox, a local key.
+DEV := COURSE_ENV=$${COURSE_ENV:-development}
 
-.PHONY: run test lint bench clean
+.PHONY: run course test lint types bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,12 +15,21 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	COURSE_ENV=$${COURSE_ENV:-development} $(BIN)/course db upgrade
-	COURSE_ENV=$${COURSE_ENV:-development} $(BIN)/course run --host $${HOST:-127.0.0.1} --port $${PORT:-5000}
+	$(DEV) $(BIN)/course db upgrade
+	$(DEV) $(BIN)/course run
+
+# An operator command next to `make run`, with the same settings:
+#   make course ARGS='stats'      make course ARGS='admin create you@example.org'
+course: $(STAMP)
+	@$(DEV) $(BIN)/course $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check course tests bench wsgi.py
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+types: $(STAMP)
+	$(BIN)/mypy
 
 # Benchmarks (not tests): needs PostgreSQL, and smtp-sink and wrk from Debian's postfix and
 # wrk packages. See docs/benchmarks.md.
@@ -30,4 +41,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check course tests wsgi.py
 
 clean:
-	rm -rf $(VENV) instance/outbox .pytest_cache
+	rm -rf $(VENV) instance/outbox .pytest_cache dist build

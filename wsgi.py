@@ -1,5 +1,5 @@
-"""The WSGI entry point for gunicorn: ``gunicorn wsgi:app``. Never starts the scheduler."""
+"""For a source checkout: ``gunicorn wsgi:app`` is the same as ``gunicorn course.wsgi:app``."""
 
-from course.app import create_app
+from course.wsgi import app
 
-app = create_app()
+__all__ = ["app"]

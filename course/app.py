@@ -42,7 +42,7 @@ def create_app(
     app.config.update(flask_config(settings))
     app.config.update(flask_extra)
     # Pages come from the shipped templates, with the practice's own folder in front.
-    app.jinja_loader = template_loader(settings)  # type: ignore[assignment]
+    app.jinja_loader = template_loader(settings)
     register_extensions(app, settings)
     register_blueprints(app, settings)
     register_errorhandlers(app)

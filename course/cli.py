@@ -32,6 +32,7 @@ from course.config import (
     markdown_table,
     unknown_variables,
 )
+from course.logs import install_log_masking
 from course.models import utcnow
 
 if TYPE_CHECKING:
@@ -51,7 +52,9 @@ class ConfigProblem(click.ClickException):
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """One line per event on stderr, ``key=value`` where it matters, for any log system."""
+    """One line per event on stderr, ``key=value`` where it matters, for any log system;
+    addresses, link tokens and SQL values masked (``course.logs``)."""
+    install_log_masking()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger().setLevel(level)
     # APScheduler logs every job run at INFO, and Alembic its plugins; our own lines say more.
@@ -138,6 +141,12 @@ def run_command(host: str, port: int, scheduler: bool, reload: bool) -> None:
     from course.scheduler import start_background, stop_background
 
     settings = _settings(*ALL_NEEDS, listen=(host, port))
+    if not settings.development:
+        # Werkzeug's server is for one person on a laptop, not for the internet.
+        raise ConfigProblem(
+            "course run is the development server (COURSE_ENV=development). In production "
+            "run gunicorn course.wsgi:app and course scheduler (see the README)."
+        )
     app = create_app(settings=settings)
     # Under the reloader the code runs twice: a watcher parent and the serving child. Only
     # the child (WERKZEUG_RUN_MAIN=true) may start the scheduler, or every tick would run
@@ -339,19 +348,31 @@ def _shorten(text: str, limit: int = 40) -> str:
 @click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="Last signup day (UTC).")
 @click.option("--source", help="Only readers who signed up with this source tag.")
 def stats_command(start: datetime | None, end: datetime | None, source: str | None) -> None:
-    """Print the funnel and the per-lesson results."""
-    from course.reports import Filters, funnel, per_lesson
+    """Print the funnel, the per-lesson results and the sending health."""
+    from datetime import timedelta
+
+    from course.reports import Filters, alarms, funnel, health, per_lesson
 
     if start and end and start > end:
         raise click.BadParameter("--from is after --to", param_hint="--from")
     filters = Filters(
         start=start.date() if start else None, end=end.date() if end else None, source=source
     )
-    lessons = _state(Need.DATABASE).lessons.current()
+    course = _state(Need.DATABASE)
+    settings = course.settings
+    lessons = course.lessons.current()
     titles = {day: lesson.title for day, lesson in lessons.lessons.items()}
-    with _state(Need.DATABASE).read_sessions() as session, session.begin():
+    now = utcnow()
+    with course.read_sessions() as session, session.begin():
         steps = funnel(session, filters, lessons.total)
         results = per_lesson(session, filters, titles, lessons.total)
+        pulse = health(session, now, settings.tick_seconds)
+        found = alarms(
+            session,
+            now,
+            settings.tick_seconds,
+            timedelta(minutes=settings.health_max_delay_minutes),
+        )
 
     scope = []
     if filters.start:
@@ -403,6 +424,19 @@ def stats_command(start: datetime | None, end: datetime | None, source: str | No
     ]
     for text in _table(headers, rows, left=2):
         click.echo(text)
+    click.echo()
+    click.echo("Sending (all readers)")
+    last = pulse.last_tick.isoformat(timespec="seconds") if pulse.last_tick else "never"
+    click.echo(
+        f"Due now: {pulse.due_now}  In flight: {pulse.in_flight}  Sent in 24 h: {pulse.sent_24h}"
+    )
+    click.echo(f"Failed: {found.failed_total} in all, {found.failed_24h} in the last 24 h")
+    click.echo(f"Last scheduler tick: {last}")
+    for failure in pulse.failed[:10]:
+        what = "confirmation" if failure["kind"] == "confirm" else f"lesson {failure['number']}"
+        click.echo(f"  failed {what}: {_shorten(str(failure['error'] or ''), 90)}")
+    for reason in found.reasons(settings.health_max_failed):
+        click.echo(f"WARNING {reason}")
 
 
 @main.command("export")

@@ -40,8 +40,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 log = logging.getLogger("course.config")
 
 PREFIX = "COURSE_"
-#: Variables with this prefix belong to the test suite, not to the app.
-TEST_PREFIX = "COURSE_TEST_"
+#: Variables with these prefixes belong to the test suite and the benchmarks, not the app.
+RESERVED_PREFIXES = ("COURSE_TEST_", "COURSE_BENCH_")
 
 #: The shortest gap between two lessons in calendar mode. A lesson sent late (after an
 #: outage, or a resume) pushes the next one to the following send hour instead of letting
@@ -468,7 +468,7 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]
     found = []
     for name in sorted(environ):
         upper = name.upper()
-        if not upper.startswith(PREFIX) or upper.startswith(TEST_PREFIX) or upper in known:
+        if not upper.startswith(PREFIX) or upper.startswith(RESERVED_PREFIXES) or upper in known:
             continue
         close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
         found.append((name, close[0] if close else None))

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from course.models import Delivery, DeliveryKind, Event, Subscriber
+from course.models import Delivery, Event, Subscriber, lesson_received
 
 SUBSCRIBER_COLUMNS = (
     "public_id",
@@ -89,7 +89,7 @@ def subscriber_rows(session: Session) -> Iterator[tuple[Any, ...]]:
     """Every subscriber, oldest first, in :data:`SUBSCRIBER_COLUMNS` order."""
     received = (
         select(Delivery.subscriber_id, func.count().label("n"))
-        .where(Delivery.kind == DeliveryKind.LESSON, Delivery.sent_at.is_not(None))
+        .where(lesson_received())
         .group_by(Delivery.subscriber_id)
         .subquery()
     )

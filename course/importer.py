@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from course.config import Settings
 from course.models import Subscriber, SubscriberStatus
-from course.schedule import next_calendar_send
+from course.schedule import next_calendar_send, parse_hour, send_hour
 from course.subscriptions import (
     SignupData,
     ValidationFailed,
@@ -154,10 +154,10 @@ def validate_source(tag: str) -> str:
 def _send_hour(raw: str | None) -> int | None:
     if raw is None or not raw.strip():
         return None
-    text = raw.strip()
-    if not text.isdigit() or not 0 <= int(text) <= 23:
+    hour = parse_hour(raw)
+    if hour is None:
         raise ValidationFailed({"send_hour": "must be a whole number from 0 to 23"})
-    return int(text)
+    return hour
 
 
 def _validate(
@@ -227,8 +227,7 @@ def _enrol(
         # servers (and hit relay rate limits), and a reader should get the first lesson in
         # the morning like everyone who signs up on the site, not at whatever hour the
         # import ran.
-        send_hour = settings.send_hour if hour is None else hour
-        due = next_calendar_send(now, ZoneInfo(timezone), send_hour)
+        due = next_calendar_send(now, ZoneInfo(timezone), send_hour(hour, settings.send_hour))
     queue_lesson(session, subscriber, 1, due)
 
 

@@ -75,7 +75,7 @@ class LessonSet:
 
 def markdown_to_html(source: str) -> str:
     """Render lesson Markdown to HTML (no raw HTML passes through)."""
-    return _markdown.render(source)
+    return str(_markdown.render(source))
 
 
 def markdown_to_text(source: str, width: int = 72) -> str:

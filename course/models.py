@@ -16,11 +16,13 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    and_,
     func,
     text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.elements import ColumnElement
 
 
 def utcnow() -> datetime:
@@ -163,6 +165,13 @@ class Delivery(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="deliveries")
+
+
+def lesson_received() -> ColumnElement[bool]:
+    """The one rule for "this reader has received this lesson": a lesson delivery that the
+    relay accepted at least once (``sent_at`` is set). Not ``status == sent``: an operator's
+    re-send puts a sent row back in the queue, and it stays received."""
+    return and_(Delivery.kind == DeliveryKind.LESSON, Delivery.sent_at.is_not(None))
 
 
 class CheckIn(enum.StrEnum):

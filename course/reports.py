@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from course.models import (
     CheckIn,
     Delivery,
-    DeliveryKind,
     DeliveryStatus,
     Event,
     EventKind,
@@ -28,6 +27,7 @@ from course.models import (
     SchedulerTick,
     Subscriber,
     SubscriberStatus,
+    lesson_received,
 )
 
 
@@ -43,7 +43,7 @@ class Filters:
     def active(self) -> bool:
         return bool(self.start or self.end or self.source)
 
-    def subscriber_ids(self) -> Select[tuple[int]]:
+    def subscriber_ids(self) -> Select[Any]:
         """The ids of subscribers matching the filters."""
         query = select(Subscriber.id)
         if self.start:
@@ -101,8 +101,7 @@ def funnel(session: Session, filters: Filters, total: int) -> list[FunnelStep]:
         session.execute(
             select(Delivery.number, func.count(func.distinct(Delivery.subscriber_id)))
             .where(
-                Delivery.kind == DeliveryKind.LESSON,
-                Delivery.sent_at.is_not(None),
+                lesson_received(),
                 Delivery.subscriber_id.in_(ids),
             )
             .group_by(Delivery.number)
@@ -150,8 +149,7 @@ def per_lesson(
     for number, count in session.execute(
         select(Delivery.number, func.count())
         .where(
-            Delivery.kind == DeliveryKind.LESSON,
-            Delivery.sent_at.is_not(None),
+            lesson_received(),
             Delivery.subscriber_id.in_(ids),
         )
         .group_by(Delivery.number)
@@ -185,15 +183,15 @@ def per_lesson(
         )
         .group_by(Event.lesson, Event.kind)
     )
-    for number, kind, count, readers in event_counts:
-        if number not in stats:
+    for lesson_number, kind, count, readers in event_counts:
+        if lesson_number not in stats:
             continue
         if kind == EventKind.VIEW:
-            stats[number].viewed = int(readers)
+            stats[lesson_number].viewed = int(readers)
         elif kind == EventKind.BOOK:
-            stats[number].booking_clicks = int(count)
+            stats[lesson_number].booking_clicks = int(count)
         else:
-            stats[number].unsubscribes = int(count)
+            stats[lesson_number].unsubscribes = int(count)
     return [stats[n] for n in sorted(stats)]
 
 

@@ -13,10 +13,29 @@ that many seconds after lesson n was sent.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from course.config import MIN_CALENDAR_GAP_HOURS
+
+
+def parse_hour(text: str | None) -> int | None:
+    """An hour of the day (0-23) typed by a person or read from a file, or None.
+
+    ASCII digits only: ``"²".isdigit()`` is True and ``int()`` then refuses it.
+    """
+    if text is None:
+        return None
+    text = text.strip()
+    if not re.fullmatch(r"[0-9]{1,2}", text) or int(text) > 23:
+        return None
+    return int(text)
+
+
+def send_hour(own: int | None, default: int) -> int:
+    """The hour a reader's lessons go out: their own choice, or the practice's default."""
+    return default if own is None else own
 
 
 def local_send_time(day: date, tz: ZoneInfo, hour: int) -> datetime:
@@ -58,7 +77,8 @@ def resume_due(
     hour: int,
     interval: float | None,
 ) -> datetime:
-    """When the next lesson is due after a pause ends at ``now``: one lesson, no burst."""
+    """When the next lesson is due after a change at ``now`` (a pause ends, the send hour
+    or time zone changes): one lesson, at the new time, never a burst."""
     if interval is not None:
         if last_sent_at is None:
             return now

@@ -51,7 +51,7 @@ from course.models import (
 )
 from course.render import Reader, Renderer, envelope_address
 from course.resources import lessons_dir
-from course.schedule import next_lesson_due
+from course.schedule import next_lesson_due, send_hour
 from course.subscriptions import lesson_params, upsert_lesson
 from course.tokens import Signer
 
@@ -443,7 +443,7 @@ class Sender:
         due = next_lesson_due(
             now,
             ZoneInfo(item.timezone),
-            self.settings.send_hour if item.send_hour is None else item.send_hour,
+            send_hour(item.send_hour, self.settings.send_hour),
             self.settings.lesson_interval,
         )
         # Paused or left while this one was in flight: the next lesson waits, cancelled,

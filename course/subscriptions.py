@@ -30,10 +30,12 @@ from course.models import (
     LessonProgress,
     Subscriber,
     SubscriberStatus,
+    lesson_received,
     utcnow,
 )
 from course.progress import record_event
-from course.schedule import next_calendar_send, next_lesson_due, resume_due
+from course.schedule import resume_due
+from course.schedule import send_hour as effective_send_hour
 
 MAX_NAME = 100
 ENCODED_WORD = "=?"
@@ -337,8 +339,7 @@ def lessons_sent(session: Session, subscriber_id: int) -> int:
         session.scalar(
             select(func.max(Delivery.number)).where(
                 Delivery.subscriber_id == subscriber_id,
-                Delivery.kind == DeliveryKind.LESSON,
-                Delivery.sent_at.is_not(None),
+                lesson_received(),
             )
         )
         or 0
@@ -467,15 +468,12 @@ def set_schedule(
     last = last_lesson_sent_at(session, subscriber.id)
     if queued is None or queued.claimed_by is not None or last is None:
         return
-    queued.due_at = max(
-        next_calendar_send(now, ZoneInfo(timezone), send_hour),
-        next_lesson_due(last, ZoneInfo(timezone), send_hour, None),
-    )
+    queued.due_at = resume_due(now, last, ZoneInfo(timezone), send_hour, None)
 
 
 def send_hour_of(subscriber: Subscriber, settings: Settings) -> int:
     """The subscriber's own send hour, or the practice's default."""
-    return settings.send_hour if subscriber.send_hour is None else subscriber.send_hour
+    return effective_send_hour(subscriber.send_hour, settings.send_hour)
 
 
 def next_queued_lesson(session: Session, subscriber_id: int) -> Delivery | None:
@@ -497,8 +495,7 @@ def last_lesson_sent_at(session: Session, subscriber_id: int) -> datetime | None
     return session.scalar(
         select(func.max(Delivery.sent_at)).where(
             Delivery.subscriber_id == subscriber_id,
-            Delivery.kind == DeliveryKind.LESSON,
-            Delivery.sent_at.is_not(None),
+            lesson_received(),
         )
     )
 
@@ -511,9 +508,8 @@ def resend_lesson(
     delivery = session.scalars(
         select(Delivery).where(
             Delivery.subscriber_id == subscriber.id,
-            Delivery.kind == DeliveryKind.LESSON,
+            lesson_received(),
             Delivery.number == number,
-            Delivery.sent_at.is_not(None),  # received once (a re-send may have failed since)
             Delivery.status != DeliveryStatus.QUEUED,
         )
     ).first()

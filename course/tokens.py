@@ -39,21 +39,29 @@ class Signer:
     """Makes and checks tokens for every link purpose with one set of keys."""
 
     def __init__(self, secret_keys: Sequence[str]) -> None:
-        if not secret_keys or not all(secret_keys):
-            raise ValueError("at least one non-empty secret key is required")
+        # No keys at all is allowed for commands that never sign (``course stats``); signing
+        # or checking a link then fails loudly. An empty key is never allowed.
+        if not all(secret_keys):
+            raise ValueError("secret keys cannot be empty")
         keys = list(secret_keys)
         # Built once: a lesson email carries nine signed links, so this is on the hot path.
-        self._serializers: dict[str, URLSafeSerializer] = {
-            purpose: (URLSafeTimedSerializer if purpose == "confirm" else URLSafeSerializer)(
-                keys, salt=f"course.{purpose}"
-            )
-            for purpose in PURPOSES
-        }
+        self._serializers: dict[str, URLSafeSerializer | URLSafeTimedSerializer] = (
+            {
+                purpose: (URLSafeTimedSerializer if purpose == "confirm" else URLSafeSerializer)(
+                    keys, salt=f"course.{purpose}"
+                )
+                for purpose in PURPOSES
+            }
+            if keys
+            else {}
+        )
 
-    def _serializer(self, purpose: str) -> URLSafeSerializer:
+    def _serializer(self, purpose: str) -> URLSafeSerializer | URLSafeTimedSerializer:
         try:
             return self._serializers[purpose]
         except KeyError:
+            if not self._serializers:
+                raise RuntimeError("signing links needs COURSE_SECRET_KEY") from None
             raise ValueError(f"unknown token purpose {purpose!r}") from None
 
     def dumps(self, purpose: str, *payload: str | int) -> str:

@@ -186,7 +186,7 @@ def _funnel(output: str) -> dict[str, tuple[str, str]]:
 
 
 def _per_lesson(output: str) -> dict[int, list[int]]:
-    section = output.split("Per lesson", 1)[1]
+    section = output.split("Per lesson", 1)[1].split("\n\n", 1)[0]
     rows = {}
     for line in section.strip().splitlines()[2:]:
         cells = line.split()
@@ -215,9 +215,7 @@ def test_stats_prints_the_funnel_and_per_lesson_numbers(
     assert "Where insecurity comes from" in result.output  # titles from the lesson files
 
 
-def test_stats_filters_by_source_and_signup_days(
-    runner: CourseRunner, known_numbers: None
-) -> None:
+def test_stats_filters_by_source_and_signup_days(runner: CourseRunner, known_numbers: None) -> None:
     web = runner.invoke(args=["stats", "--source", "web"])
     assert web.exit_code == 0, web.output
     assert _funnel(web.output)["Signed up"] == ("3", "100.0%")

@@ -32,7 +32,7 @@ def _outbox() -> OutboxTransport:
 
 
 def _parse(data: bytes) -> EmailMessage:
-    return email.message_from_bytes(data, policy=email.policy.default)  # type: ignore[return-value]
+    return email.message_from_bytes(data, policy=email.policy.default)
 
 
 @bp.get("/outbox")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import jsonify, render_template, request
+from flask import jsonify, make_response, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -35,8 +35,8 @@ def handle_http_error(exc: HTTPException) -> ResponseReturnValue:
     """Every HTTP error the app raises goes through here."""
     status = exc.code or 500
     message = MESSAGES.get(status) or exc.description or "Something went wrong."
-    response = error_response(status, message)
-    if status == 405 and exc.get_response().headers.get("Allow"):
-        body, code = response  # type: ignore[misc]
-        return body, code, {"Allow": exc.get_response().headers["Allow"]}
+    response = make_response(error_response(status, message))
+    allow = exc.get_response().headers.get("Allow")
+    if status == 405 and allow:
+        response.headers["Allow"] = allow
     return response

@@ -9,7 +9,6 @@ scanner's prefetch is kept from recording anything.
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,11 +22,11 @@ from course.extensions import state
 from course.models import (
     CheckIn,
     Delivery,
-    DeliveryKind,
     EventKind,
     LessonProgress,
     Subscriber,
     SubscriberStatus,
+    lesson_received,
     utcnow,
 )
 from course.privacy import erase, export_data
@@ -40,6 +39,7 @@ from course.progress import (
     scan_in_progress,
 )
 from course.render import add_query
+from course.schedule import parse_hour
 from course.subscriptions import (
     by_public_id,
     known_timezones,
@@ -139,9 +139,8 @@ def _was_sent(session: Session, subscriber: Subscriber, lesson: int) -> bool:
         session.scalar(
             select(Delivery.id).where(
                 Delivery.subscriber_id == subscriber.id,
-                Delivery.kind == DeliveryKind.LESSON,
+                lesson_received(),
                 Delivery.number == lesson,
-                Delivery.sent_at.is_not(None),
             )
         )
         is not None
@@ -341,8 +340,7 @@ def _timeline(session: Session, subscriber: Subscriber, total: int) -> list[dict
         for d in session.scalars(
             select(Delivery).where(
                 Delivery.subscriber_id == subscriber.id,
-                Delivery.kind == DeliveryKind.LESSON,
-                Delivery.sent_at.is_not(None),
+                lesson_received(),
             )
         )
     }
@@ -427,12 +425,8 @@ def progress_schedule(token: str) -> ResponseReturnValue:
     with course.sessions() as session, session.begin():
         subscriber, _ = _resolve(session, "progress", token, with_lesson=False)
         errors: dict[str, str] = {}
-        hour_raw = request.form.get("send_hour", "")
+        hour = parse_hour(request.form.get("send_hour", ""))
         tz = request.form.get("timezone", "")
-        # ASCII digits only: str.isdigit() accepts "²", which int() then refuses.
-        hour = int(hour_raw) if re.fullmatch(r"[0-9]{1,2}", hour_raw) else None
-        if hour is not None and hour > 23:
-            hour = None
         if hour is None:
             errors["send_hour"] = "Please choose an hour between 0 and 23."
         if tz not in known_timezones():

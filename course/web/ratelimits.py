@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask
 from flask_limiter import Limiter
@@ -34,7 +35,7 @@ def init_limiter(app: Flask) -> Limiter:
 def limit_endpoint(app: Flask, endpoint: str, limits: Iterable[RateLimit]) -> None:
     """Apply ``limits`` to the POSTs of ``endpoint``."""
     limiter: Limiter = app.extensions["course_limiter"]
-    view = app.view_functions[endpoint]
+    view: Any = app.view_functions[endpoint]
     for limit in limits:
         view = limiter.limit(
             limit.value, key_func=_safe_key(limit.key), methods=["POST"], scope=limit.scope
