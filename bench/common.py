@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, insert, text
 
-from course.config import DEFAULTS, Settings, settings_from_config
+from course.config import Settings, load_settings
 from course.db import upgrade
 from course.models import Delivery, DeliveryKind, DeliveryStatus, Subscriber, SubscriberStatus
 
@@ -90,19 +90,19 @@ def database(kind: str, workdir: Path) -> Iterator[str]:
 
 def bench_settings(db_url: str, mail_url: str, **overrides: Any) -> Settings:
     """Engine settings for a benchmark run."""
-    config = dict(DEFAULTS)
-    config.update(
+    config: dict[str, Any] = dict(
         DATABASE_URL=db_url,
         MAIL_URL=mail_url,
         SECRET_KEY=SECRET,
         BASE_URL="https://course.example.org",
         MAIL_FROM="Harbor Therapy <course@harbor.example.org>",
+        BOOKING_URL="https://harbor.example.org/book",
         PRACTICE_NAME="Harbor Therapy",
         BATCH_SIZE=500,
         LESSON_INTERVAL=10**7,  # follow-up lessons are queued far in the future
     )
     config.update(overrides)
-    return settings_from_config(config)
+    return load_settings(config)
 
 
 def seed(db_url: str, subscribers: int, due: int, chunk: int = 20000) -> None:

@@ -12,6 +12,7 @@ from course.db import make_engine, make_sessionmaker
 from course.lessons import load_lessons
 from course.mail import transport_from_url
 from course.render import Reader, Renderer
+from course.resources import lessons_dir
 from course.sending import Sender
 from course.tokens import Signer
 
@@ -33,7 +34,7 @@ def baseline(port: int, messages: int, message: bytes) -> float:
 def sample_message(port: int) -> bytes:
     settings = bench_settings("sqlite://", f"smtp://127.0.0.1:{port}")
     renderer = Renderer(settings, Signer(settings.secret_keys))
-    lessons = load_lessons(settings.lessons_dir)
+    lessons = load_lessons(lessons_dir(settings))
     reader = Reader("p000000000001", "reader1@example.com", "Reader")
     return renderer.build("lesson", 1, reader, lessons, datetime.now(UTC))
 

@@ -177,9 +177,11 @@ def scheduler_command() -> None:
 def send_due_command() -> None:
     """Send what is due now, once, and print what happened."""
     from course.scheduler import build_sender
+    from course.signups import decide_signups
 
     sender = build_sender(_settings(*ALL_NEEDS))
     try:
+        decide_signups(sender.sessions, sender.settings, clock=sender.clock)
         result = sender.tick()
     finally:
         sender.engine.dispose()
@@ -431,6 +433,11 @@ def stats_command(start: datetime | None, end: datetime | None, source: str | No
         f"Due now: {pulse.due_now}  In flight: {pulse.in_flight}  Sent in 24 h: {pulse.sent_24h}"
     )
     click.echo(f"Failed: {found.failed_total} in all, {found.failed_24h} in the last 24 h")
+    if pulse.stalled:
+        click.echo(
+            f"WARNING {pulse.stalled} reader(s) wait for a lesson that could not be sent; "
+            "retry from the dashboard once the cause is fixed"
+        )
     click.echo(f"Last scheduler tick: {last}")
     for failure in pulse.failed[:10]:
         what = "confirmation" if failure["kind"] == "confirm" else f"lesson {failure['number']}"
@@ -595,7 +602,7 @@ def forget_command(email: str, yes: bool) -> None:
         subscriber = by_public_id(session, public_id)
         if subscriber is None:
             raise click.ClickException("No subscriber with that address.")
-        erase(session, subscriber)
+        erase(session, subscriber, _state(Need.DATABASE).settings.secret_keys, utcnow())
     click.echo("Erased.")
 
 

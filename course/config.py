@@ -111,8 +111,10 @@ class Settings(BaseSettings):
     mail_url: str = Field(
         "",
         description="How mail leaves: `smtp://user:pass@host:25` plain SMTP, "
-        "`smtp+starttls://…:587` STARTTLS, `smtps://…:465` implicit TLS (options: "
-        "`?timeout=30`, `?verify=false` for a test relay only). `outbox:/folder` writes "
+        "`smtp+starttls://…:587` STARTTLS, `smtps://…:465` implicit TLS. Options: "
+        "`?timeout=30` (seconds, for each command), `?data_timeout=600` (for the relay's "
+        "answer at the end of a message), `?verify=false` (a test relay only). "
+        "`outbox:/folder` writes "
         "`.eml` files instead; outside development only when set explicitly. Required "
         "outside development.",
         json_schema_extra=_doc("development: `outbox:instance/outbox`"),
@@ -199,11 +201,12 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(100, ge=1, le=10000, description="Deliveries claimed at once.")
     claim_lease_seconds: int = Field(
-        300,
+        900,
         ge=5,
         le=86400,
-        description="How long a claimed delivery stays reserved for its sender; then "
-        "another sender may take it.",
+        description="How long a claimed delivery stays reserved for its sender (renewed "
+        "right before it is sent); then another sender may take it. Must be longer than the "
+        "longest send (the SMTP timeouts).",
     )
     retry_base_seconds: int = Field(
         60,
@@ -236,10 +239,24 @@ class Settings(BaseSettings):
     subscribe_limit_per_client: str = Field(
         "10 per minute;50 per hour", description="Signups accepted from one client address."
     )
-    subscribe_limit_per_address: str = Field(
-        "5 per hour;20 per day",
-        description="Signup requests for one email address, from anywhere (and at most 3 "
-        "confirmation emails a day).",
+    subscribe_limit_without_origin: str = Field(
+        "3 per minute;20 per hour",
+        description="Signups by JSON from a client that names no allowed origin (a script, "
+        "not the practice's website), per client address.",
+    )
+    confirmations_per_mailbox_per_day: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Confirmation emails one mailbox gets in 24 hours, whoever asks "
+        "(`ana+x@gmail.com` and `a.na@gmail.com` count as one mailbox).",
+    )
+    confirmations_per_domain_per_hour: int = Field(
+        100,
+        ge=1,
+        le=1000000,
+        description="Confirmation emails to one recipient domain in an hour; further signups "
+        "for that domain get none until the hour has room.",
     )
     signup_min_seconds: float | None = Field(
         None,
@@ -343,7 +360,7 @@ class Settings(BaseSettings):
             origins.append(origin)
         return tuple(dict.fromkeys(origins))
 
-    @field_validator("subscribe_limit_per_client", "subscribe_limit_per_address")
+    @field_validator("subscribe_limit_per_client", "subscribe_limit_without_origin")
     @classmethod
     def _limit(cls, value: str) -> str:
         from limits import parse_many
@@ -411,6 +428,8 @@ class Settings(BaseSettings):
                 "COURSE_DATABASE_URL is required outside development, for example "
                 "postgresql+psycopg://course:password@db.internal/course"
             )
+        if Need.MAIL in needs and self.mail_url:
+            found.extend(self._mail_problems())
         if Need.MAIL in needs and not self.mail_url:
             found.append(
                 "COURSE_MAIL_URL is required outside development, for example "
@@ -444,6 +463,25 @@ class Settings(BaseSettings):
                         f"example {example}"
                     )
         return found
+
+    def _mail_problems(self) -> list[str]:
+        """The mail URL's options, and a claim lease that outlasts the longest send (or
+        another sender could take a message still on its way and send it again)."""
+        if self.uses_outbox:
+            return []
+        from course.mail.smtp import SMTPTransport
+
+        try:
+            transport = SMTPTransport.from_url(self.mail_url)
+        except ValueError as exc:
+            return [str(exc)]
+        longest = transport.timeout * 3 + transport.data_timeout  # connect, MAIL, RCPT, DATA
+        if self.claim_lease_seconds <= longest:
+            return [
+                f"COURSE_CLAIM_LEASE_SECONDS ({self.claim_lease_seconds}) must be longer than "
+                f"the longest send allowed by COURSE_MAIL_URL's timeouts ({longest:.0f} s)"
+            ]
+        return []
 
     def require(self, *needs: Need) -> Settings:
         """Return self if it serves ``needs``, else raise :class:`ConfigError` naming all

@@ -6,8 +6,9 @@ that is broken anywhere is therefore refused before a single row is stored.
 
 Every row goes through the same validation as the signup form. Nobody is enrolled twice:
 an address that is already in the database (whatever its status, so a reader who
-unsubscribed is never put back by an import) or that appeared earlier in the file is
-skipped, with the reason.
+unsubscribed is never put back by an import), that is on the opt-out list (a reader who
+unsubscribed or bounced and whose data was erased since), or that appeared earlier in the
+file is skipped, with the reason.
 
 Rows are committed in batches, so a large file does not become one huge transaction, and
 each row runs in its own savepoint, so one failing row costs only that row.
@@ -32,6 +33,7 @@ from course.subscriptions import (
     SignupData,
     ValidationFailed,
     find_by_email,
+    is_suppressed,
     queue_lesson,
     subscribe,
     validate_signup,
@@ -273,7 +275,10 @@ def import_rows(
                     # A savepoint per row: if the row fails, only the row is undone.
                     with session.begin_nested():
                         existing = find_by_email(session, data.email)
-                        if existing is None:
+                        opted_out = existing is None and is_suppressed(
+                            session, settings.secret_keys, data.email
+                        )
+                        if existing is None and not opted_out:
                             _enrol(session, data, hour, consented, settings, clock())
                 except IntegrityError:
                     # Someone signed up with this address on the site while the import ran.
@@ -282,6 +287,12 @@ def import_rows(
                     continue
                 if existing is not None:
                     reason = f"already in the database ({existing.status})"
+                    result.skipped.append(Skipped(line, raw_email, reason))
+                    continue
+                if opted_out:
+                    # Their data was erased, but they had unsubscribed or bounced: only
+                    # their own signup on the site can bring them back.
+                    reason = "unsubscribed or bounced earlier (on the opt-out list)"
                     result.skipped.append(Skipped(line, raw_email, reason))
                     continue
                 pending += 1

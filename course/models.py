@@ -103,6 +103,12 @@ class Subscriber(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
     email: Mapped[str] = mapped_column(String(320))
+    # The mailbox the address delivers to (course.mailboxes): confirmation caps count per
+    # mailbox and per its domain, so variants of one address share them.
+    mailbox: Mapped[str] = mapped_column(String(320), index=True, default="")
+    # Which run of the course the reader is on: coming back after leaving starts a new run
+    # (lesson 1 again) and keeps the earlier runs' history.
+    run: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     name: Mapped[str | None] = mapped_column(String(100))
     timezone: Mapped[str] = mapped_column(String(64))
     send_hour: Mapped[int | None] = mapped_column(Integer)  # None: the practice's default
@@ -127,7 +133,7 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
-        UniqueConstraint("subscriber_id", "kind", "number"),
+        UniqueConstraint("subscriber_id", "kind", "number", "run"),
         # The due query reads only queued rows in due order, so its cost follows the number
         # of queued rows, not the number of subscribers.
         Index(
@@ -161,6 +167,9 @@ class Delivery(Base):
     # How many times an operator asked to send this again. Part of the Message-ID, so a
     # deliberate re-send is not hidden by mail apps as a duplicate of the first copy.
     generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    run: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # see Subscriber.run
+    # Sends that timed out after the end of DATA: the relay may have stored them.
+    unacknowledged: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -196,13 +205,14 @@ class LessonProgress(Base):
     """
 
     __tablename__ = "lesson_progress"
-    __table_args__ = (UniqueConstraint("subscriber_id", "lesson"),)
+    __table_args__ = (UniqueConstraint("subscriber_id", "lesson", "run"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(
         ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
     )
     lesson: Mapped[int] = mapped_column(Integer)
+    run: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # see Subscriber.run
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     checkin: Mapped[str | None] = mapped_column(String(16))
     checkin_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -211,6 +221,7 @@ class LessonProgress(Base):
 
 
 class EventKind(enum.StrEnum):
+    CONFIRM = "confirm"  # the reader confirmed: a run of the course starts (value "run-N")
     DONE = "done"
     CHECKIN = "checkin"
     NOTE = "note"
@@ -257,6 +268,44 @@ class Operator(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The generation of this operator's login sessions. A session names the generation it
+    # was made in (``AdminUser.get_id``); logging out raises it, which ends every session
+    # and remember-me cookie made before, including copies of the cookie.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class SignupRequest(Base):
+    """A signup as it arrived, before anything about it is decided.
+
+    ``POST /subscribe`` only stores this row and answers, so the answer takes the same
+    time whether or not the address is known (course.web.public); the decision
+    (course.subscriptions.subscribe) is made right after the answer, or by the next
+    scheduler tick if that process died first. Rows live for seconds.
+    """
+
+    __tablename__ = "signup_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(100))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class Suppression(Base):
+    """A mailbox that opted out or bounced, kept as a keyed hash only (course.mailboxes).
+
+    It outlives the reader's data (an erasure, the anonymisation of former readers) so an
+    operator's import can never put them back. Only their own click on a new confirmation
+    link removes it.
+    """
+
+    __tablename__ = "suppressions"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(16))  # unsubscribed, bounced
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class SchedulerTick(Base):

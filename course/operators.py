@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -61,3 +61,16 @@ def authenticate(session: Session, email: str, password: str, now: datetime) -> 
         return None
     operator.last_login_at = now
     return operator
+
+
+def end_sessions(session: Session, operator_id: int) -> None:
+    """End every login session of this operator, on every browser ("sign out everywhere").
+
+    Sessions carry the operator's ``session_version`` from when they were made; raising it
+    (in SQL, so two logouts at once both count) makes every earlier session stale.
+    """
+    session.execute(
+        update(Operator)
+        .where(Operator.id == operator_id)
+        .values(session_version=Operator.session_version + 1)
+    )

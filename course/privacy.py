@@ -5,6 +5,7 @@ Functions take a session and never commit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from course.models import Delivery, Event, LessonProgress, Subscriber, SubscriberStatus
+from course.subscriptions import suppress
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -48,6 +50,7 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             {
                 "kind": d.kind,
                 "number": d.number,
+                "run": d.run,
                 "status": d.status,
                 "sent_at": _iso(d.sent_at),
             }
@@ -56,6 +59,7 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
         "lessons": [
             {
                 "lesson": p.lesson,
+                "run": p.run,
                 "done_at": _iso(p.done_at),
                 "checkin": p.checkin,
                 "checkin_at": _iso(p.checkin_at),
@@ -71,13 +75,19 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
     }
 
 
-def erase(session: Session, subscriber: Subscriber) -> None:
+def erase(
+    session: Session, subscriber: Subscriber, secret_keys: Sequence[str], now: datetime
+) -> None:
     """Delete the subscriber and everything personal about them.
 
     Their deliveries and progress (with notes) go with the row. Their events stay only as
     anonymous counts: the link to the subscriber is removed; what is left (a lesson number,
-    a check-in answer, a time) no longer points to anyone.
+    a check-in answer, a time) no longer points to anyone. A reader who had opted out (or
+    bounced) stays on the opt-out list as a keyed hash of their mailbox, so an operator's
+    import can never enrol them again (course.subscriptions.suppress).
     """
+    if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
+        suppress(session, secret_keys, subscriber.email, subscriber.status, now)
     session.execute(
         update(Event).where(Event.subscriber_id == subscriber.id).values(subscriber_id=None)
     )

@@ -3,27 +3,38 @@
 Every function takes a session and never commits.
 
 **Link scanners.** Many mail systems (corporate gateways, some webmail) fetch every link in
-a message before the reader sees it, to check it for malware. If a ``GET`` on a link simply
-recorded an answer, such a scan would tick "done", record all three check-in answers (the
-last one fetched would win) and count a booking click: data that looks real but is not.
+a message before the reader sees it, to check it for malware: all at once in parallel, or
+one by one, sometimes minutes apart. If a ``GET`` on a link simply recorded an answer, such
+a scan would tick "done", record all three check-in answers (the last one fetched would
+win) and count a booking click: data that looks real but is not.
 
 So the links are designed around it:
 
-- Links that *change the subscription* (unsubscribe, pause, delete my data) never act on
-  ``GET``: they show a page with one button that ``POST``s. A prefetch cannot unsubscribe
-  anyone. (RFC 8058 one-click unsubscribe is a ``POST`` too.)
+- Links that *change the subscription* (unsubscribe, pause, delete my data, and the
+  confirmation that starts the course) never act on ``GET``: they show a page with one
+  button that ``POST``s. A fetch cannot change anything. (RFC 8058 one-click unsubscribe
+  is a ``POST`` too.)
 - Links that *record an answer* act on the click, because the reader should not have to
   click twice. A scanner gives itself away by fetching conflicting answers: two different
-  check-in answers for the same lesson within ``SCAN_WINDOW``. No person answers "lighter"
-  and "it stirred things up" within seconds of each other from the email. When that
-  happens, everything recorded from links for that lesson within the window (done,
-  check-in, view, booking click) is taken back, a ``link_scan`` event is kept instead, and
-  further link hits inside the window are ignored. The page then asks the reader to choose
-  with buttons that ``POST``, which always count.
-- ``HEAD`` requests never record anything.
+  check-in answers for the same lesson within ``SCAN_WINDOW`` (an hour, long enough for a
+  scanner that takes its time). No person answers "lighter" and "it stirred things up"
+  from the same email within the hour without meaning to change it. When that happens,
+  everything recorded from links for that lesson within the window (done, check-in, view,
+  booking click) is taken back, a ``link_scan`` event is kept instead, and further link
+  hits inside the window are not recorded. The page then asks the reader to choose with
+  buttons that ``POST``, which always count.
+- Fetches of one lesson's links are handled one at a time (the lesson's progress row is
+  locked first), so a scanner that fetches every link at once, on several web workers,
+  is seen exactly like one that fetches them in turn.
+- ``HEAD`` requests never record anything (``course.web.links``).
+- "Viewed" and "booking click" count once per reader, lesson and kind within
+  ``COUNT_ONCE_WINDOW``: reloading a page does not inflate the numbers.
 
-The cost: a real reader who clicks two different answers within the window is asked to
-confirm their choice on the page. Nothing false is ever recorded silently.
+What holds, precisely: a fetch of conflicting answers within the hour, in any order and
+at any speed within it, records nothing that stays. A scanner that fetches only one answer
+link, or spaces its fetches more than an hour apart, is counted like a person. The cost: a
+real reader who clicks two different answers in the email within the hour is asked to
+confirm their choice on the page.
 """
 
 from __future__ import annotations
@@ -31,12 +42,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from course.models import CheckIn, Event, EventKind, LessonProgress, Subscriber
 
 #: Conflicting link hits closer together than this are taken to be a mail scanner.
-SCAN_WINDOW = timedelta(seconds=30)
+SCAN_WINDOW = timedelta(hours=1)
+#: A second view or booking click of the same lesson within this window is not counted.
+COUNT_ONCE_WINDOW = timedelta(hours=24)
 MAX_NOTE = 2000
 
 _LINK_RECORDED = (EventKind.DONE, EventKind.CHECKIN, EventKind.VIEW, EventKind.BOOK)
@@ -67,29 +82,43 @@ def record_event(
     return event
 
 
-def progress_row(session: Session, subscriber: Subscriber, lesson: int) -> LessonProgress:
-    """The progress row for (subscriber, lesson), created on first use."""
-    row = session.scalars(
-        select(LessonProgress).where(
-            LessonProgress.subscriber_id == subscriber.id, LessonProgress.lesson == lesson
-        )
-    ).first()
+def progress_row(
+    session: Session, subscriber: Subscriber, lesson: int, *, lock: bool = False
+) -> LessonProgress:
+    """The progress row for (subscriber, lesson) in the reader's current run, created on
+    first use. Created with an upsert, so two requests at once never collide on the unique
+    constraint; ``lock`` holds the row until the transaction ends, so requests about one
+    lesson take turns."""
+    where = (
+        LessonProgress.subscriber_id == subscriber.id,
+        LessonProgress.lesson == lesson,
+        LessonProgress.run == subscriber.run,
+    )
+    query = select(LessonProgress).where(*where)
+    row = session.scalars(query.with_for_update() if lock else query).first()
     if row is None:
-        row = LessonProgress(subscriber_id=subscriber.id, lesson=lesson)
-        session.add(row)
-        session.flush()
+        dialect = session.get_bind().dialect.name
+        insert_ = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        session.execute(
+            insert_(LessonProgress)
+            .values(subscriber_id=subscriber.id, lesson=lesson, run=subscriber.run)
+            .on_conflict_do_nothing()
+        )
+        row = session.scalars(
+            (query.with_for_update() if lock else query).execution_options(populate_existing=True)
+        ).one()
     return row
 
 
 def _recent_link_events(
-    session: Session, subscriber: Subscriber, lesson: int, now: datetime
+    session: Session, subscriber: Subscriber, lesson: int, since: datetime
 ) -> list[Event]:
     return list(
         session.scalars(
             select(Event).where(
                 Event.subscriber_id == subscriber.id,
                 Event.lesson == lesson,
-                Event.created_at >= now - SCAN_WINDOW,
+                Event.created_at >= since,
                 Event.via == "link",
             )
         )
@@ -99,16 +128,21 @@ def _recent_link_events(
 def scan_in_progress(session: Session, subscriber: Subscriber, lesson: int, now: datetime) -> bool:
     """True if a link scan of this lesson's email was detected within the window."""
     return any(
-        e.kind == EventKind.LINK_SCAN for e in _recent_link_events(session, subscriber, lesson, now)
+        e.kind == EventKind.LINK_SCAN
+        for e in _recent_link_events(session, subscriber, lesson, now - SCAN_WINDOW)
     )
 
 
 def _take_back_scan(
-    session: Session, subscriber: Subscriber, lesson: int, now: datetime, events: list[Event]
+    session: Session,
+    subscriber: Subscriber,
+    lesson: int,
+    now: datetime,
+    events: list[Event],
+    row: LessonProgress,
 ) -> None:
     """Undo what a scanner's fetches recorded for this lesson, and mark the scan."""
     start = now - SCAN_WINDOW
-    row = progress_row(session, subscriber, lesson)
     if row.done_at is not None and row.done_at >= start:
         row.done_at = None
     if row.checkin_at is not None and row.checkin_at >= start:
@@ -141,31 +175,50 @@ def record_link_click(
 ) -> bool:
     """Record a click on a link in the email, unless it is part of a scan.
 
-    Returns True if it was recorded, False if it was recognised as a scanner's fetch.
+    Returns True if it counts (recorded now or already counted), False if it was
+    recognised as a scanner's fetch.
     """
-    recent = _recent_link_events(session, subscriber, lesson, now)
+    row = progress_row(session, subscriber, lesson, lock=True)  # one fetch at a time
+    recent = _recent_link_events(session, subscriber, lesson, now - SCAN_WINDOW)
     if any(e.kind == EventKind.LINK_SCAN for e in recent):
         return False
     if kind == EventKind.CHECKIN and any(
         e.kind == EventKind.CHECKIN and e.value != value for e in recent
     ):
-        _take_back_scan(session, subscriber, lesson, now, recent)
+        _take_back_scan(session, subscriber, lesson, now, recent, row)
         return False
     if kind == EventKind.DONE:
         mark_done(session, subscriber, lesson, now, via="link")
     elif kind == EventKind.CHECKIN:
         assert value is not None
         check_in(session, subscriber, lesson, CheckIn(value), now, via="link")
-    else:
+    elif not _counted_lately(session, subscriber, lesson, kind, now):
         record_event(session, subscriber, kind, now, lesson=lesson, value=value, via="link")
     return True
+
+
+def _counted_lately(
+    session: Session, subscriber: Subscriber, lesson: int, kind: EventKind, now: datetime
+) -> bool:
+    """Whether a view or booking click of this lesson was counted within the window."""
+    found = session.scalar(
+        select(Event.id)
+        .where(
+            Event.subscriber_id == subscriber.id,
+            Event.lesson == lesson,
+            Event.kind == kind,
+            Event.created_at >= now - COUNT_ONCE_WINDOW,
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 def mark_done(
     session: Session, subscriber: Subscriber, lesson: int, now: datetime, via: str = "page"
 ) -> None:
     """Record that the reader did the lesson's exercise (idempotent)."""
-    row = progress_row(session, subscriber, lesson)
+    row = progress_row(session, subscriber, lesson, lock=True)
     if row.done_at is None:
         row.done_at = now
         record_event(session, subscriber, EventKind.DONE, now, lesson=lesson, via=via)
@@ -180,7 +233,7 @@ def check_in(
     via: str = "page",
 ) -> None:
     """Record the check-in answer; the same answer again changes nothing, another replaces it."""
-    row = progress_row(session, subscriber, lesson)
+    row = progress_row(session, subscriber, lesson, lock=True)
     if row.checkin == answer:
         return
     row.checkin = answer
@@ -195,7 +248,7 @@ def save_note(
 
     The note text lives only on the progress row, never in events or logs.
     """
-    row = progress_row(session, subscriber, lesson)
+    row = progress_row(session, subscriber, lesson, lock=True)
     row.note = note or None
     row.note_at = now if note else None
     record_event(session, subscriber, EventKind.NOTE, now, lesson=lesson)

@@ -245,7 +245,9 @@ class Renderer:
         makers: dict[str, Callable[[], str]] = {
             "greeting": lambda: f"Hi {reader.name}," if reader.name else "Hello,",
             "email": lambda: reader.email,
-            "confirm_url": lambda: self.url("confirm", pid),
+            # The confirmation's number: a reader coming back starts again only from the
+            # latest one (course.subscriptions.confirm).
+            "confirm_url": lambda: self.url("confirm", pid, number),
             "unsubscribe_url": lambda: self.url("unsubscribe", pid),
             "book_url": lambda: self.url("book", pid, number),
             "done_url": lambda: self.url("done", pid, number),

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from course.models import (
     CheckIn,
     Delivery,
+    DeliveryKind,
     DeliveryStatus,
     Event,
     EventKind,
@@ -206,6 +207,7 @@ class Health:
     workers: list[dict[str, Any]]
     stale: bool
     status_counts: dict[str, int]
+    stalled: int = 0  # active readers whose next lesson failed: their course waits
 
 
 def health(session: Session, now: datetime, tick_seconds: float, stale_ticks: int = 5) -> Health:
@@ -256,6 +258,7 @@ def health(session: Session, now: datetime, tick_seconds: float, stale_ticks: in
     statuses = dict(
         session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all()
     )
+    stalled = _scalar(session, select(func.count()).select_from(stalled_readers().subquery()))
     return Health(
         due_now=due_now,
         in_flight=in_flight,
@@ -269,6 +272,24 @@ def health(session: Session, now: datetime, tick_seconds: float, stale_ticks: in
         ],
         stale=stale,
         status_counts={s.value: int(statuses.get(s.value, 0)) for s in SubscriberStatus},
+        stalled=stalled,
+    )
+
+
+def stalled_readers() -> Select[Any]:
+    """Active readers whose next lesson failed for good (retries exhausted, or refused for
+    a reason that is not their mailbox): their course waits for an operator's retry."""
+    return (
+        select(Subscriber.id)
+        .join(Delivery, Delivery.subscriber_id == Subscriber.id)
+        .where(
+            Subscriber.status == SubscriberStatus.ACTIVE,
+            Delivery.kind == DeliveryKind.LESSON,
+            Delivery.status == DeliveryStatus.FAILED,
+            Delivery.sent_at.is_(None),
+            Delivery.run == Subscriber.run,
+        )
+        .distinct()
     )
 
 

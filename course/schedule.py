@@ -33,6 +33,13 @@ def parse_hour(text: str | None) -> int | None:
     return int(text)
 
 
+def parse_lesson_number(text: str | None) -> int | None:
+    """A lesson number (1-9999) from a form, or None: ASCII digits only, like parse_hour."""
+    if text is None or not re.fullmatch(r"[0-9]{1,4}", text.strip()) or int(text) < 1:
+        return None
+    return int(text)
+
+
 def send_hour(own: int | None, default: int) -> int:
     """The hour a reader's lessons go out: their own choice, or the practice's default."""
     return default if own is None else own

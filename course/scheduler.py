@@ -26,6 +26,7 @@ from course.mail import transport_from_url
 from course.models import utcnow
 from course.privacy import purge_pending
 from course.sending import Sender
+from course.signups import decide_signups
 
 log = logging.getLogger("course.scheduler")
 
@@ -49,7 +50,12 @@ def check_content(sender: Sender, who: str) -> None:
 
 
 def run_tick(sender: Sender) -> None:
-    """One tick, logged as one ``key=value`` line; errors are logged, never raised."""
+    """One tick, logged as one ``key=value`` line; errors are logged, never raised.
+
+    Signup requests that no web process decided (it died right after answering) are
+    decided first, so their confirmations go out in this same tick.
+    """
+    decide_signups(sender.sessions, sender.settings, clock=sender.clock)
     try:
         result = sender.tick()
     except Exception:

@@ -8,12 +8,14 @@ Registered from the app factory by :func:`register_security`. The signup view
 from __future__ import annotations
 
 import hmac
+import re
 import time
 from collections.abc import Sequence
 from hashlib import sha256
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
+from flask.typing import ResponseReturnValue
 from itsdangerous import BadData, URLSafeSerializer
 
 from course.config import Settings, parse_origin
@@ -77,6 +79,7 @@ def register_security(app: Flask, settings: Settings) -> None:
             app.wsgi_app, x_for=settings.proxy_count, x_proto=settings.proxy_count
         )
     headers = security_headers(settings)
+    app.before_request(refuse_unusable_characters)
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
@@ -86,6 +89,37 @@ def register_security(app: Flask, settings: Settings) -> None:
             # Pages carry personal data (progress, notes, the admin): no shared or disk cache.
             response.headers["Cache-Control"] = "no-store"
         return response
+
+
+# -- characters no page can use -----------------------------------------------------------
+
+#: NUL (PostgreSQL cannot store it in text) and lone surrogates (no encoder can write them).
+_UNUSABLE = re.compile("[\x00\ud800-\udfff]")
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+UNUSABLE_MESSAGE = (
+    "The request contains characters that cannot be used (a NUL byte or a broken character)."
+)
+
+
+def unusable(text: str) -> bool:
+    """Whether ``text`` has a character that cannot reach the database or an encoder."""
+    return _UNUSABLE.search(text) is not None
+
+
+def refuse_unusable_characters() -> ResponseReturnValue | None:
+    """Answer 400 to any request whose path, query or form has a NUL byte or a lone
+    surrogate, before a view can hand it to the database (which would fail with a 500).
+    JSON bodies are checked field by field where they are read (course.subscriptions)."""
+    from course.web.errors import error_response
+
+    values = [request.path]
+    values += [item for pair in request.args.items(multi=True) for item in pair]
+    if request.method == "POST" and request.mimetype in _FORM_TYPES:
+        request.get_data(cache=True)  # the raw body stays readable for the views' own checks
+        values += [item for pair in request.form.items(multi=True) for item in pair]
+    if any(unusable(value) for value in values):
+        return error_response(400, UNUSABLE_MESSAGE)
+    return None
 
 
 # -- where a request comes from ----------------------------------------------------------

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from course.config import Settings
 from course.lessons import LessonLibrary, LessonSet
-from course.mail import Connection, PermanentError, TransientError, Transport
+from course.mail import Connection, MaybeDelivered, PermanentError, TransientError, Transport
 from course.models import (
     Delivery,
     DeliveryKind,
@@ -67,9 +67,19 @@ MAX_BACKOFF = timedelta(hours=2)
 #: template) is tried again: the practice may be fixing it right now.
 BROKEN_CONTENT_WAIT = timedelta(minutes=5)
 
+#: How often a message the relay may have stored (a timeout after the end of DATA) is sent
+#: at most, and how long to wait before the next try (times the tries so far).
+MAX_UNACKNOWLEDGED = 3
+UNACKNOWLEDGED_WAIT = timedelta(minutes=15)
+
 #: Which subscriber states may still receive which kind of email.
 _MAY_RECEIVE = {
-    DeliveryKind.CONFIRM: {SubscriberStatus.PENDING},
+    # A reader who left may ask to come back: the confirmation of that request goes out.
+    DeliveryKind.CONFIRM: {
+        SubscriberStatus.PENDING,
+        SubscriberStatus.UNSUBSCRIBED,
+        SubscriberStatus.BOUNCED,
+    },
     # COMPLETED: only an operator's re-send of a lesson is ever queued for them.
     DeliveryKind.LESSON: {SubscriberStatus.ACTIVE, SubscriberStatus.COMPLETED},
 }
@@ -89,6 +99,8 @@ class Claimed:
     name: str | None
     timezone: str
     send_hour: int | None
+    run: int
+    confirmed: bool  # the reader confirmed their address at some point
 
 
 _LOAD = select(
@@ -102,18 +114,20 @@ _LOAD = select(
     Subscriber.name,
     Subscriber.timezone,
     Subscriber.send_hour,
+    Delivery.run,
+    Subscriber.confirmed_at.is_not(None),
 ).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
 _CHECK = (
     select(Delivery.status, Delivery.claimed_by, Subscriber.status.label("subscriber_status"))
     .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
     .where(Delivery.id == bindparam("id"))
 )
-_CHECK_LOCKED = _CHECK.with_for_update(key_share=True, of=[Delivery, Subscriber])
 _CANCEL = (
     update(Delivery)
     .where(Delivery.id == bindparam("did"))
     .values(status=DeliveryStatus.CANCELLED, claimed_by=None)
 )
+_RENEW = update(Delivery).where(Delivery.id == bindparam("did")).values(due_at=bindparam("due"))
 _MARK_SENT = (
     update(Delivery)
     .where(Delivery.id == bindparam("did"))
@@ -124,6 +138,17 @@ _MARK_SENT = (
         claimed_by=None,
         attempts=Delivery.attempts + 1,
         last_error=None,
+    )
+)
+#: The same, keeping ``last_error`` (a delivery counted as sent that the relay never
+#: acknowledged keeps saying so).
+_MARK_SENT_NOTED = (
+    update(Delivery)
+    .where(Delivery.id == bindparam("did"))
+    .values(
+        status=DeliveryStatus.SENT,
+        sent_at=func.coalesce(Delivery.sent_at, bindparam("now")),
+        claimed_by=None,
     )
 )
 _COMPLETE = (
@@ -223,7 +248,6 @@ class Sender:
         self.stopping = threading.Event()
         self.engine = sessions.kw["bind"]
         self._dialect = self.engine.dialect.name
-        self._hold_lock = self._dialect == "postgresql"
         self.throttle = (
             Throttle(settings.max_per_second) if settings.max_per_second is not None else None
         )
@@ -366,75 +390,95 @@ class Sender:
     def _deliver(self, db: Conn, item: Claimed, conn: Connection, lessons: LessonSet) -> str:
         """Send one claimed delivery and record the outcome; returns the TickResult field.
 
-        This is the hot path, so it uses Core statements on one connection per thread.
-        PostgreSQL: one transaction locks the delivery and subscriber rows from the check,
-        through the SMTP call, to the record. An unsubscribe or pause (an UPDATE of the
-        subscriber) waits for the message in flight, and once it has committed no send can
-        start: "nothing after unsubscribing" is exact. FOR NO KEY UPDATE, not FOR SHARE:
-        recording may update the subscriber (completed), and upgrading a share lock while
-        an unsubscribe waits would deadlock.
-        SQLite (one writer for the whole file): the check and the record are two short
-        transactions, so the web app never waits on SMTP.
+        This is the hot path, so it uses Core statements on one connection per thread. The
+        check right before the SMTP call and the record right after it are two short
+        transactions; no lock is held while SMTP talks, on any database. So a web request
+        (an unsubscribe, a pause, an erasure) never waits for a slow relay. The price is
+        precise and small: an unsubscribe saved while a message to that reader is in flight
+        (its check passed just before) lets that one message go out, and nothing after it,
+        because the record reads the reader's status again and the next lesson is queued
+        cancelled, or is cancelled by the next check.
         """
-        tx = db.begin()
-        try:
-            check = db.execute(_CHECK_LOCKED if self._hold_lock else _CHECK, {"id": item.id})
-            row = check.first()
+        with db.begin():
+            row = db.execute(_CHECK, {"id": item.id}).first()
             if row is None or row.claimed_by != self.worker or row.status != "queued":
-                tx.commit()
                 return "skipped"  # lost the lease to another sender, or cancelled meanwhile
             if row.subscriber_status not in _MAY_RECEIVE[DeliveryKind(item.kind)]:
                 db.execute(_CANCEL, {"did": item.id})
-                tx.commit()
                 return "skipped"
-            now = self.clock()
-            reader = Reader(item.public_id, item.email, item.name)
-            try:
-                message = self.renderer.build(
-                    item.kind, item.number, reader, lessons, now, generation=item.generation
-                )
-            except Exception as exc:
-                # A broken or missing lesson file or template. It counts as an attempt with
-                # its error, and is looked at again soon (the practice may be fixing it):
-                # after the retry window it fails visibly, like any other failure.
-                tx.rollback()
-                log.warning("delivery=%s cannot be built: %s", item.id, exc)
-                return self._record_transient(
-                    item.id, f"cannot build the message: {exc}", max_wait=BROKEN_CONTENT_WAIT
-                )
-            if not self._hold_lock:
-                tx.commit()
-            if self.throttle is not None:
-                self.throttle.wait(self.stopping)
-            try:
-                conn.send(self.renderer.envelope_from, envelope_address(item.email), message)
-            except TransientError as exc:
-                if tx.is_active:
-                    tx.rollback()
-                return self._record_transient(item.id, str(exc))
-            except PermanentError as exc:
-                if tx.is_active:
-                    tx.rollback()
-                return self._record_permanent(item.id, exc)
-            if not self._hold_lock:
-                tx = db.begin()
-                status = db.execute(_SUBSCRIBER_STATUS, {"sid": item.subscriber_id}).scalar()
-                if status is None:  # erased while the message was out: nothing to record
-                    tx.commit()
-                    return "sent"
-            else:
-                status = row.subscriber_status
+            # A full lease from now: the send may take up to the SMTP timeouts, which the
+            # lease outlasts (Settings.problems), so no other sender takes it meanwhile.
+            lease_end = self.clock() + timedelta(seconds=self.settings.claim_lease_seconds)
+            db.execute(_RENEW, {"did": item.id, "due": lease_end})
+        now = self.clock()
+        # A confirmation greets only by a name the reader has confirmed before: whoever
+        # typed an address into the form also typed the name.
+        name = item.name if item.kind == DeliveryKind.LESSON or item.confirmed else None
+        reader = Reader(item.public_id, item.email, name)
+        try:
+            message = self.renderer.build(
+                item.kind, item.number, reader, lessons, now, generation=item.generation
+            )
+        except Exception as exc:
+            # A broken or missing lesson file or template. It counts as an attempt with its
+            # error, and is looked at again soon (the practice may be fixing it): after the
+            # retry window it fails visibly, like any other failure.
+            log.warning("delivery=%s cannot be built: %s", item.id, exc)
+            return self._record_transient(
+                item.id, f"cannot build the message: {exc}", max_wait=BROKEN_CONTENT_WAIT
+            )
+        if self.throttle is not None:
+            self.throttle.wait(self.stopping)
+        try:
+            conn.send(self.renderer.envelope_from, envelope_address(item.email), message)
+        except MaybeDelivered as exc:
+            return self._record_unacknowledged(db, item, str(exc), lessons.total)
+        except TransientError as exc:
+            return self._record_transient(item.id, str(exc))
+        except PermanentError as exc:
+            return self._record_permanent(item.id, exc)
+        with db.begin():
+            status = db.execute(_SUBSCRIBER_STATUS, {"sid": item.subscriber_id}).scalar()
+            if status is None:  # erased while the message was out: nothing to record
+                return "sent"
             self._record_sent(db, item, str(status), lessons.total)
-            tx.commit()
-        finally:
-            if tx.is_active:
-                tx.rollback()
         return "sent"
 
-    def _record_sent(self, db: Conn, item: Claimed, status: str, total: int) -> None:
+    def _record_unacknowledged(self, db: Conn, item: Claimed, error: str, total: int) -> str:
+        """The relay may have stored the message but did not say so (a timeout after the
+        end of DATA). Never resent at once: retried later, at most
+        ``MAX_UNACKNOWLEDGED`` sends in all, then counted as delivered, so the course goes
+        on (a copy too many beats a lesson lost, and every copy has the same Message-ID)."""
+        now = self.clock()
+        with self.sessions() as session, session.begin():
+            delivery = self._claimed_row(session, item.id)
+            if delivery is None:
+                return "skipped"
+            delivery.attempts += 1
+            delivery.unacknowledged += 1
+            delivery.claimed_by = None
+            delivery.last_error = f"not acknowledged by the relay: {error}"[:1000]
+            if delivery.unacknowledged < MAX_UNACKNOWLEDGED:
+                delivery.due_at = now + UNACKNOWLEDGED_WAIT * delivery.unacknowledged
+                log.warning("delivery=%s not acknowledged, retried later", item.id)
+                return "retried"
+            delivery.last_error = (
+                f"sent {delivery.unacknowledged} times, never acknowledged by the relay: "
+                "counted as delivered"
+            )
+        log.warning("delivery=%s never acknowledged: counted as delivered", item.id)
+        with db.begin():
+            status = db.execute(_SUBSCRIBER_STATUS, {"sid": item.subscriber_id}).scalar()
+            if status is not None:
+                self._record_sent(db, item, str(status), total, keep_error=True)
+        return "sent"
+
+    def _record_sent(
+        self, db: Conn, item: Claimed, status: str, total: int, *, keep_error: bool = False
+    ) -> None:
         """Mark the delivery sent and queue the reader's next lesson (caller commits)."""
         now = self.clock()
-        db.execute(_MARK_SENT, {"did": item.id, "now": now})
+        db.execute(_MARK_SENT_NOTED if keep_error else _MARK_SENT, {"did": item.id, "now": now})
         if item.kind != DeliveryKind.LESSON or item.generation > 0:
             return  # a confirmation, or an operator's re-send: the course moves on as is
         if item.number >= total:
@@ -453,7 +497,7 @@ class Sender:
         )
         db.execute(
             upsert_lesson(db.dialect.name),
-            lesson_params(item.subscriber_id, item.number + 1, due, next_status),
+            lesson_params(item.subscriber_id, item.number + 1, due, next_status, run=item.run),
         )
 
     def _claimed_row(self, session: Session, delivery_id: int) -> Delivery | None:

@@ -6,36 +6,42 @@ the scheduler tick that calls it owns the transaction.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Insert, bindparam, case, delete, func, select, update
+from sqlalchemy import Insert, and_, bindparam, case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from course.config import Settings
+from course.mailboxes import fingerprints, mailbox
 from course.models import (
     Delivery,
     DeliveryKind,
     DeliveryStatus,
     EventKind,
-    LessonProgress,
+    SignupRequest,
     Subscriber,
     SubscriberStatus,
+    Suppression,
     lesson_received,
     utcnow,
 )
 from course.progress import record_event
 from course.schedule import resume_due
 from course.schedule import send_hour as effective_send_hour
+
+log = logging.getLogger("course.subscriptions")
 
 MAX_NAME = 100
 ENCODED_WORD = "=?"
@@ -86,12 +92,23 @@ def _clean_text(value: object, field: str, limit: int, errors: dict[str, str]) -
     # Control characters (CR, LF, NUL, ...) have no place in a name and could break a header;
     # nor does "=?", the start of an RFC 2047 encoded word, which mail software decodes
     # inside headers (CPython before 3.11.10 even writes it out as CR/LF: CVE-2024-6923).
-    if ENCODED_WORD in value or any(
-        unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value
-    ):
+    if ENCODED_WORD in value or not all(allowed_character(ch) for ch in value):
         errors[field] = "contains characters that are not allowed"
         return None
     return value
+
+
+#: Format characters a name may need: the zero-width non-joiner and joiner shape Persian,
+#: Indic and emoji text. Other format characters (bidi overrides, invisible marks) are
+#: refused: they can make a name display as something else.
+_JOINERS = frozenset("\u200c\u200d")
+_REFUSED_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+
+
+def allowed_character(ch: str) -> bool:
+    """Whether ``ch`` may appear in a name or other short text a reader types: no control,
+    format (but the joiners), surrogate, private-use or unassigned code point."""
+    return ch in _JOINERS or unicodedata.category(ch) not in _REFUSED_CATEGORIES
 
 
 def validate_signup(data: Mapping[str, object], *, check_deliverability: bool) -> SignupData:
@@ -110,6 +127,8 @@ def validate_signup(data: Mapping[str, object], *, check_deliverability: bool) -
         errors["email"] = "The email address must be text."
     elif len(raw_email) > 320:
         errors["email"] = "That email address is too long."
+    elif not all(allowed_character(ch) for ch in raw_email.strip()):
+        errors["email"] = "That email address contains characters we cannot accept."
     else:
         try:
             result = validate_email(raw_email.strip(), check_deliverability=check_deliverability)
@@ -149,20 +168,24 @@ def subscribe(
     now: datetime,
     default_timezone: str,
     resend_after: timedelta,
-    max_confirmations: int = MAX_CONFIRMATIONS_PER_DAY,
+    caps: ConfirmationCaps | None = None,
 ) -> Subscriber:
-    """Record a signup and queue a confirmation email when one is needed.
+    """Decide what a signup request does, and queue a confirmation email when one is needed.
 
-    The caller answers the same way whatever happened here, so nobody can learn from the
-    response whether an address is enrolled. A confirmation is (re)sent for a new address,
-    for a pending one whose last confirmation is older than ``resend_after``, and for an
-    address that had left (unsubscribed or bounced) and now signs up again; but never more
-    than ``max_confirmations`` in 24 hours (beyond that the signup changes nothing).
+    The caller answers the same way whatever happens here, so nobody can learn from the
+    response whether an address is enrolled. **A request changes nothing about a reader who
+    is already known**: not their name, time zone, progress, history or opt-out. It can only
+    queue a confirmation email; the reader's own click on it (:func:`confirm`) starts the
+    course, or a new run of it for someone who had left. A confirmation is queued for a new
+    address, for a pending one whose last confirmation is older than ``resend_after``, and
+    for an address that had left (unsubscribed or bounced); never more often than the
+    ``caps`` allow, whoever is asking (``None``: no caps, for an operator's import).
     """
     subscriber = find_by_email(session, data.email)
     if subscriber is None:
         subscriber = Subscriber(
             email=data.email,
+            mailbox=mailbox(data.email),
             name=data.name,
             timezone=data.timezone or default_timezone,
             source=data.source,
@@ -172,7 +195,8 @@ def subscribe(
         )
         session.add(subscriber)
         session.flush()
-        queue_confirmation(session, subscriber, now)
+        if caps is None or caps.allow(session, subscriber, now):
+            queue_confirmation(session, subscriber, now)
         return subscriber
     if subscriber.status not in (
         SubscriberStatus.PENDING,
@@ -180,8 +204,6 @@ def subscribe(
         SubscriberStatus.BOUNCED,
     ):
         return subscriber  # enrolled: there is nothing to confirm
-    if confirmations_since(session, subscriber.id, now - timedelta(days=1)) >= max_confirmations:
-        return subscriber  # enough mail for one day, whoever is asking
     if (
         subscriber.status == SubscriberStatus.UNSUBSCRIBED
         and subscriber.confirmed_at is None
@@ -191,42 +213,68 @@ def subscribe(
         # They never confirmed and chose "Never email me again" in the confirmation: someone
         # else may be using their address. Honour it for a long while, whoever asks.
         return subscriber
-    if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
-        # Coming back is a fresh start: a new double opt-in, then the course from lesson 1.
-        subscriber.status = SubscriberStatus.PENDING
-        subscriber.name = data.name or subscriber.name
-        subscriber.timezone = data.timezone or subscriber.timezone
-        subscriber.unsubscribed_at = None
-        subscriber.confirmed_at = None
-        subscriber.completed_at = None
-        session.execute(
-            delete(Delivery).where(
-                Delivery.subscriber_id == subscriber.id, Delivery.kind == DeliveryKind.LESSON
-            )
-        )
-        session.execute(delete(LessonProgress).where(LessonProgress.subscriber_id == subscriber.id))
+    last = subscriber.confirm_sent_at
+    coming_back = subscriber.status != SubscriberStatus.PENDING
+    if (
+        last is not None
+        and now - last < resend_after
+        and (not coming_back or _asked_since(subscriber))
+    ):
+        return subscriber  # the confirmation just sent is still the one to click
+    if caps is None or caps.allow(session, subscriber, now):
         queue_confirmation(session, subscriber, now)
-    elif subscriber.status == SubscriberStatus.PENDING:
-        last = subscriber.confirm_sent_at
-        if last is None or now - last >= resend_after:
-            queue_confirmation(session, subscriber, now)
     return subscriber
 
 
-def confirmations_since(session: Session, subscriber_id: int, since: datetime) -> int:
-    """How many confirmation emails were queued for this subscriber since ``since``."""
-    return int(
-        session.scalar(
+def _asked_since(subscriber: Subscriber) -> bool:
+    """Whether the last confirmation was asked for after the reader left."""
+    left = subscriber.unsubscribed_at
+    sent = subscriber.confirm_sent_at
+    return left is not None and sent is not None and sent > left
+
+
+@dataclass(frozen=True)
+class ConfirmationCaps:
+    """How many confirmation emails may go out, whoever asks for them: per mailbox a day
+    (``ana+x@gmail.com`` and ``a.na@gmail.com`` are one mailbox, see course.mailboxes), and
+    per recipient domain an hour, so the form cannot be used to flood anyone's inbox or a
+    company's mail server. Over a cap, the request is dropped quietly (logged, never shown):
+    a real person still has the confirmation emails already sent, and can ask again later."""
+
+    per_mailbox_per_day: int = MAX_CONFIRMATIONS_PER_DAY
+    per_domain_per_hour: int = 100
+
+    def allow(self, session: Session, subscriber: Subscriber, now: datetime) -> bool:
+        """Whether one more confirmation to this subscriber's mailbox is within the caps."""
+        box = subscriber.mailbox or mailbox(subscriber.email)
+        same_mailbox = select(Subscriber.id).where(Subscriber.mailbox == box)
+        per_mailbox = session.scalar(
             select(func.count())
             .select_from(Delivery)
             .where(
-                Delivery.subscriber_id == subscriber_id,
+                Delivery.subscriber_id.in_(same_mailbox),
                 Delivery.kind == DeliveryKind.CONFIRM,
-                Delivery.created_at > since,
+                Delivery.created_at > now - timedelta(days=1),
             )
         )
-        or 0
-    )
+        if int(per_mailbox or 0) >= self.per_mailbox_per_day:
+            log.info("confirmation not sent reason=mailbox-cap")
+            return False
+        domain = box.rpartition("@")[2]
+        per_domain = session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(
+                Delivery.kind == DeliveryKind.CONFIRM,
+                Delivery.created_at > now - timedelta(hours=1),
+                Subscriber.mailbox.endswith(f"@{domain}", autoescape=True),
+            )
+        )
+        if int(per_domain or 0) >= self.per_domain_per_hour:
+            log.warning("confirmation not sent reason=domain-cap domain=%s", domain)
+            return False
+        return True
 
 
 def queue_confirmation(session: Session, subscriber: Subscriber, now: datetime) -> None:
@@ -238,6 +286,7 @@ def queue_confirmation(session: Session, subscriber: Subscriber, now: datetime) 
             subscriber_id=subscriber.id,
             kind=DeliveryKind.CONFIRM,
             number=subscriber.confirm_count,
+            run=subscriber.run,
             status=DeliveryStatus.QUEUED,
             due_at=now,
             attempts=0,
@@ -246,24 +295,88 @@ def queue_confirmation(session: Session, subscriber: Subscriber, now: datetime) 
     )
 
 
-def confirm(session: Session, public_id: str, now: datetime) -> Subscriber | None:
-    """Confirm a pending signup and queue lesson 1 for the next tick.
+def confirm(
+    session: Session,
+    public_id: str,
+    now: datetime,
+    number: int | None = None,
+    secret_keys: Sequence[str] = (),
+) -> Subscriber | None:
+    """The reader's own click on a confirmation link: start the course (lesson 1 on the
+    next tick), or, for a reader who had left and asked to come back, a new run of it.
 
-    Returns the subscriber (also when already confirmed: opening the link twice is fine),
-    or None when the id is unknown.
+    ``number`` is the confirmation the link came from. A reader who had left starts again
+    only from the latest confirmation, asked for after they left: an old link from their
+    first signup does not enrol them again. Returns the subscriber (also when already
+    confirmed: a second click is fine), or None when the id is unknown.
     """
     subscriber = by_public_id(session, public_id)
     if subscriber is None:
         return None
     if subscriber.status == SubscriberStatus.PENDING:
-        subscriber.status = SubscriberStatus.ACTIVE
-        subscriber.confirmed_at = now
-        # Outstanding confirmation emails are no longer needed.
-        for delivery in subscriber.deliveries:
-            if delivery.kind == DeliveryKind.CONFIRM and delivery.status == DeliveryStatus.QUEUED:
-                delivery.status = DeliveryStatus.CANCELLED
-        queue_lesson(session, subscriber, 1, now)
+        _start_run(session, subscriber, now)
+    elif (
+        subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED)
+        and number is not None
+        and number == subscriber.confirm_count
+        and _asked_since(subscriber)
+    ):
+        subscriber.run += 1
+        subscriber.unsubscribed_at = None
+        subscriber.completed_at = None
+        _start_run(session, subscriber, now)
+        lift_suppression(session, secret_keys, subscriber.email)
     return subscriber
+
+
+def _start_run(session: Session, subscriber: Subscriber, now: datetime) -> None:
+    subscriber.status = SubscriberStatus.ACTIVE
+    subscriber.confirmed_at = now
+    # Outstanding confirmation emails are no longer needed.
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.subscriber_id == subscriber.id,
+            Delivery.kind == DeliveryKind.CONFIRM,
+            Delivery.status == DeliveryStatus.QUEUED,
+        )
+        .values(status=DeliveryStatus.CANCELLED, claimed_by=None)
+    )
+    record_event(session, subscriber, EventKind.CONFIRM, now, value=f"run-{subscriber.run}")
+    queue_lesson(session, subscriber, 1, now)
+
+
+# -- the opt-out list ---------------------------------------------------------------------
+
+
+def suppress(
+    session: Session, secret_keys: Sequence[str], email: str, reason: str, now: datetime
+) -> None:
+    """Keep a keyed hash of the mailbox on the opt-out list (course.models.Suppression)."""
+    if not secret_keys:
+        return
+    fingerprint = fingerprints(secret_keys, email)[0]
+    if session.get(Suppression, fingerprint) is None:
+        session.add(Suppression(fingerprint=fingerprint, reason=reason, created_at=now))
+
+
+def is_suppressed(session: Session, secret_keys: Sequence[str], email: str) -> bool:
+    """Whether the mailbox opted out or bounced (under any current or fallback key)."""
+    if not secret_keys:
+        return False
+    prints = fingerprints(secret_keys, email)
+    found = session.scalar(
+        select(Suppression.fingerprint).where(Suppression.fingerprint.in_(prints))
+    )
+    return found is not None
+
+
+def lift_suppression(session: Session, secret_keys: Sequence[str], email: str) -> None:
+    """The reader confirmed again: their own click takes them off the opt-out list."""
+    if secret_keys:
+        session.execute(
+            delete(Suppression).where(Suppression.fingerprint.in_(fingerprints(secret_keys, email)))
+        )
 
 
 def by_public_id(session: Session, public_id: str) -> Subscriber | None:
@@ -274,16 +387,24 @@ def by_public_id(session: Session, public_id: str) -> Subscriber | None:
 def queue_lesson(session: Session, subscriber: Subscriber, number: int, due_at: datetime) -> None:
     """Make lesson ``number`` due at ``due_at``, unless it was already sent."""
     dialect = session.get_bind().dialect.name
-    session.execute(upsert_lesson(dialect), lesson_params(subscriber.id, number, due_at))
+    session.execute(
+        upsert_lesson(dialect), lesson_params(subscriber.id, number, due_at, run=subscriber.run)
+    )
 
 
 def lesson_params(
-    subscriber_id: int, number: int, due_at: datetime, status: str = DeliveryStatus.QUEUED
+    subscriber_id: int,
+    number: int,
+    due_at: datetime,
+    status: str = DeliveryStatus.QUEUED,
+    *,
+    run: int,
 ) -> dict[str, object]:
     """The parameters for :func:`upsert_lesson`."""
     return {
         "sid": subscriber_id,
         "number": number,
+        "run": run,
         "status": status,
         "due": due_at,
         "created": utcnow(),
@@ -294,7 +415,7 @@ def lesson_params(
 def upsert_lesson(dialect: str) -> Insert:
     """The statement that queues a lesson (or holds it, ``status="cancelled"``).
 
-    There is one row per (subscriber, lesson), so this is an upsert: a cancelled row (after
+    There is one row per (subscriber, lesson, run), so this is an upsert: a cancelled row (after
     a pause) is re-queued rather than duplicated, a sent row is left alone, and the unique
     constraint keeps guarding "at most once". Built once per dialect with bound parameters
     (see :func:`lesson_params`): the sending engine runs it for every lesson it sends.
@@ -304,6 +425,7 @@ def upsert_lesson(dialect: str) -> Insert:
         subscriber_id=bindparam("sid"),
         kind=DeliveryKind.LESSON,
         number=bindparam("number"),
+        run=bindparam("run"),
         status=bindparam("status"),
         due_at=bindparam("due"),
         attempts=0,
@@ -311,7 +433,7 @@ def upsert_lesson(dialect: str) -> Insert:
         created_at=bindparam("created"),
     )
     return stmt.on_conflict_do_update(
-        index_elements=[Delivery.subscriber_id, Delivery.kind, Delivery.number],
+        index_elements=[Delivery.subscriber_id, Delivery.kind, Delivery.number, Delivery.run],
         set_={
             "status": stmt.excluded.status,
             # A claimed row's due_at is its lease: leave it to the sender that holds it.
@@ -333,14 +455,16 @@ def upsert_lesson(dialect: str) -> Insert:
     )
 
 
-def lessons_sent(session: Session, subscriber_id: int) -> int:
-    """How many lessons this subscriber has received (the highest lesson number sent)."""
+def in_current_run(subscriber: Subscriber) -> ColumnElement[bool]:
+    """This subscriber's deliveries in the run of the course they are on now."""
+    return and_(Delivery.subscriber_id == subscriber.id, Delivery.run == subscriber.run)
+
+
+def lessons_sent(session: Session, subscriber: Subscriber) -> int:
+    """How many lessons this subscriber has received in this run (the highest sent)."""
     return (
         session.scalar(
-            select(func.max(Delivery.number)).where(
-                Delivery.subscriber_id == subscriber_id,
-                lesson_received(),
-            )
+            select(func.max(Delivery.number)).where(in_current_run(subscriber), lesson_received())
         )
         or 0
     )
@@ -379,7 +503,7 @@ def _stop_mail(
         now,
         via=via,
         operator_id=operator_id,
-        lesson=lessons_sent(session, subscriber.id) or None,
+        lesson=lessons_sent(session, subscriber) or None,
     )
 
 
@@ -414,12 +538,12 @@ def resume(
         return False
     subscriber.status = SubscriberStatus.ACTIVE
     record_event(session, subscriber, EventKind.RESUME, now, via=via, operator_id=operator_id)
-    sent = lessons_sent(session, subscriber.id)
+    sent = lessons_sent(session, subscriber)
     if sent >= total:
         subscriber.status = SubscriberStatus.COMPLETED
         subscriber.completed_at = subscriber.completed_at or now
         return True
-    last = last_lesson_sent_at(session, subscriber.id)
+    last = last_lesson_sent_at(session, subscriber)
     due = resume_due(
         now,
         last,
@@ -464,8 +588,8 @@ def set_schedule(
     record_event(session, subscriber, EventKind.SCHEDULE, now)
     if subscriber.status != SubscriberStatus.ACTIVE or settings.lesson_interval is not None:
         return
-    queued = next_queued_lesson(session, subscriber.id)
-    last = last_lesson_sent_at(session, subscriber.id)
+    queued = next_queued_lesson(session, subscriber)
+    last = last_lesson_sent_at(session, subscriber)
     if queued is None or queued.claimed_by is not None or last is None:
         return
     queued.due_at = resume_due(now, last, ZoneInfo(timezone), send_hour, None)
@@ -476,12 +600,12 @@ def send_hour_of(subscriber: Subscriber, settings: Settings) -> int:
     return effective_send_hour(subscriber.send_hour, settings.send_hour)
 
 
-def next_queued_lesson(session: Session, subscriber_id: int) -> Delivery | None:
+def next_queued_lesson(session: Session, subscriber: Subscriber) -> Delivery | None:
     """The lesson waiting to be sent to this subscriber, if any."""
     return session.scalars(
         select(Delivery)
         .where(
-            Delivery.subscriber_id == subscriber_id,
+            in_current_run(subscriber),
             Delivery.kind == DeliveryKind.LESSON,
             Delivery.status == DeliveryStatus.QUEUED,
             Delivery.generation == 0,  # not an operator's re-send of an earlier lesson
@@ -490,13 +614,10 @@ def next_queued_lesson(session: Session, subscriber_id: int) -> Delivery | None:
     ).first()
 
 
-def last_lesson_sent_at(session: Session, subscriber_id: int) -> datetime | None:
-    """When the most recent lesson went out to this subscriber."""
+def last_lesson_sent_at(session: Session, subscriber: Subscriber) -> datetime | None:
+    """When the most recent lesson of this run went out to this subscriber."""
     return session.scalar(
-        select(func.max(Delivery.sent_at)).where(
-            Delivery.subscriber_id == subscriber_id,
-            lesson_received(),
-        )
+        select(func.max(Delivery.sent_at)).where(in_current_run(subscriber), lesson_received())
     )
 
 
@@ -507,7 +628,7 @@ def resend_lesson(
     sent can be re-sent; returns False otherwise."""
     delivery = session.scalars(
         select(Delivery).where(
-            Delivery.subscriber_id == subscriber.id,
+            in_current_run(subscriber),
             lesson_received(),
             Delivery.number == number,
             Delivery.status != DeliveryStatus.QUEUED,
@@ -545,7 +666,7 @@ def retry_failed(
     failed = session.scalars(
         select(Delivery)
         .where(
-            Delivery.subscriber_id == subscriber.id,
+            in_current_run(subscriber),
             Delivery.kind == DeliveryKind.LESSON,
             Delivery.status == DeliveryStatus.FAILED,
             Delivery.sent_at.is_(None),
@@ -568,3 +689,58 @@ def retry_failed(
         operator_id=operator_id,
     )
     return number
+
+
+# -- signup requests ----------------------------------------------------------------------
+
+
+def store_signup_request(session: Session, data: SignupData, now: datetime) -> int:
+    """Keep a validated signup for a decision made after the answer; returns its id.
+
+    This one insert is all ``POST /subscribe`` does with the database before it answers,
+    whatever the address, so the answer's timing tells nothing about who is enrolled.
+    """
+    request = SignupRequest(
+        email=data.email,
+        name=data.name,
+        timezone=data.timezone,
+        source=data.source,
+        created_at=now,
+    )
+    session.add(request)
+    session.flush()
+    return request.id
+
+
+def take_signup_requests(
+    session: Session, *, request_id: int | None = None, limit: int = 100
+) -> list[SignupRequest]:
+    """Signup requests to decide now, oldest first, locked for this transaction (another
+    process deciding requests at the same time skips these)."""
+    query = select(SignupRequest).order_by(SignupRequest.id).limit(limit)
+    if request_id is not None:
+        query = query.where(SignupRequest.id == request_id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list(session.scalars(query))
+
+
+def decide_signup_request(
+    session: Session, request: SignupRequest, settings: Settings, now: datetime
+) -> None:
+    """Apply one stored signup (:func:`subscribe`) and forget the request."""
+    data = SignupData(
+        email=request.email, name=request.name, timezone=request.timezone, source=request.source
+    )
+    subscribe(
+        session,
+        data,
+        now=now,
+        default_timezone=settings.default_timezone,
+        resend_after=timedelta(seconds=settings.confirm_resend_seconds),
+        caps=ConfirmationCaps(
+            settings.confirmations_per_mailbox_per_day,
+            settings.confirmations_per_domain_per_hour,
+        ),
+    )
+    session.delete(request)

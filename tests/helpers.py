@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 
 def parse(data: bytes) -> EmailMessage:
@@ -94,3 +95,13 @@ def forms(page: str) -> list[Form]:
     parser = _FormParser()
     parser.feed(page)
     return parser.forms
+
+
+def confirm_like_a_person(client: Any, url: str) -> Any:
+    """Open a confirmation link and press the page's button, as a person does (a GET alone
+    confirms nothing). Returns the answer to the button."""
+    page = client.get(local_path(url))
+    assert page.status_code == 200, page.status_code
+    form = forms(page.get_data(as_text=True))[0]
+    assert form.method == "post"
+    return client.post(form.action or local_path(url), data=form.fields)

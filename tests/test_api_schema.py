@@ -51,7 +51,7 @@ def api_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
             # Hundreds of generated requests come from one address: the limits are tested
             # in test_security.py; here they would only turn answers into 429s.
             SUBSCRIBE_LIMIT_PER_CLIENT="100000 per minute",
-            SUBSCRIBE_LIMIT_PER_ADDRESS="100000 per minute",
+            SUBSCRIBE_LIMIT_WITHOUT_ORIGIN="100000 per minute",
         )
     )
     # A scheduler's heartbeat, so /healthz answers 200 (its 503s are tested in test_health).

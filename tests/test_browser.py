@@ -194,6 +194,10 @@ def test_the_readers_whole_journey(
     confirmation = open_newest_mail(page, base, "confirm")
     shot(page, "03-confirmation-mail")
     page.goto(find(confirmation, "confirm"))  # type: ignore[attr-defined]
+    # Opening the link confirms nothing (a mail scanner opens it too): one button does.
+    expect(page.get_by_role("heading", name="One last step")).to_be_visible()  # type: ignore[attr-defined]
+    shot(page, "03b-confirm-button")
+    page.get_by_role("button", name="Yes, start my course").click()  # type: ignore[attr-defined]
     expect(page.get_by_role("heading", name=re.compile("You're in"))).to_be_visible()  # type: ignore[attr-defined]
     shot(page, "04-confirmed")
 
@@ -217,6 +221,8 @@ def test_the_readers_whole_journey(
     page.goto(find(lesson, "me"))  # type: ignore[attr-defined]
     expect(page.get_by_text("Check-in: Lighter")).to_be_visible()  # type: ignore[attr-defined]
     expect(page.get_by_text("✓ Exercise done")).to_be_visible()  # type: ignore[attr-defined]
+    note = page.get_by_label(re.compile("Only you")).first  # type: ignore[attr-defined]
+    expect(note).to_have_value("Felt calmer after writing.")
     shot(page, "08-progress")
     page.get_by_role("button", name="Pause the course").click()  # type: ignore[attr-defined]
     expect(page.get_by_text("Your course is paused.")).to_be_visible()  # type: ignore[attr-defined]

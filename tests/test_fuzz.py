@@ -71,7 +71,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
             ALLOWED_ORIGINS=[ALLOWED],
             # Hundreds of requests from one address: limits are tested in test_security.py.
             SUBSCRIBE_LIMIT_PER_CLIENT="100000 per minute",
-            SUBSCRIBE_LIMIT_PER_ADDRESS="100000 per minute",
+            SUBSCRIBE_LIMIT_WITHOUT_ORIGIN="100000 per minute",
         )
     )
     yield app

@@ -211,8 +211,8 @@ def _env(db_url: str, port: int, **extra: str) -> dict[str, str]:
         COURSE_MAIL_FROM="Harbor Therapy <course@harbor.example.org>",
         COURSE_BOOKING_URL="https://practice.example.org/book",
         COURSE_TICK_SECONDS="0.5",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
@@ -308,6 +308,9 @@ def test_several_senders_killed_at_random_lose_nothing_and_keep_order(
         db_url,
         port,
         COURSE_LESSON_INTERVAL="1",
+        # Short timeouts, so a short lease (the claims of a killed sender come back soon)
+        # still outlasts the longest send.
+        COURSE_MAIL_URL=f"smtp://127.0.0.1:{port}?timeout=1&data_timeout=1.5",
         COURSE_CLAIM_LEASE_SECONDS="5",
         COURSE_RETRY_BASE_SECONDS="1",
         COURSE_BATCH_SIZE="50",

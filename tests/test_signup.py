@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -11,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.models import Delivery, DeliveryKind, Subscriber, SubscriberStatus, utcnow
+from tests.helpers import forms
 
 
 def count(sessions: sessionmaker[Session], model: type, *where: object) -> int:
@@ -19,11 +19,10 @@ def count(sessions: sessionmaker[Session], model: type, *where: object) -> int:
 
 
 def post_form(client: FlaskClient, data: dict[str, str]):  # type: ignore[no-untyped-def]
-    """Post the hosted form as a browser does: with the CSRF token from the page."""
-    page = client.get("/").get_data(as_text=True)
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match, "no CSRF token on the hosted form"
-    return client.post("/subscribe", data={**data, "csrf_token": match.group(1)})
+    """Post the hosted form as a browser does: with every field the page put in it."""
+    form = forms(client.get("/").get_data(as_text=True))[0]
+    assert "csrf_token" in form.fields, "no CSRF token on the hosted form"
+    return client.post(form.action, data={**form.fields, **data})
 
 
 @pytest.mark.parametrize(

@@ -6,17 +6,19 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 
-from course.mail import PermanentError, TransientError, transport_from_url
+from course.mail import MaybeDelivered, PermanentError, TransientError, transport_from_url
 from course.mail.smtp import SMTPTransport
 from course.models import Subscriber, SubscriberStatus
 from tests.conftest import FakeClock, RecordingHandler, engine_settings, make_sender, sessions_for
 from tests.helpers import parse
+from tests.slow_smtp import slow_smtp_server
 from tests.test_sending import enrol
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -255,3 +257,160 @@ def test_a_refused_message_fails_the_delivery_but_keeps_the_reader(
     assert result.failed == 1
     with sessions_for(settings.database_url)() as s:
         assert s.query(Subscriber).one().status == SubscriberStatus.ACTIVE
+
+
+# -- a slow relay: "maybe delivered" after DATA, re-opening before it --------------------------
+# The relay stores each message when its data ends, then answers after `delay` seconds.
+
+
+def test_a_timeout_after_the_data_is_maybe_delivered_and_not_resent() -> None:
+    with slow_smtp_server(delay=1.5) as (controller, handler):
+        transport = SMTPTransport("127.0.0.1", controller.port, timeout=0.2, data_timeout=0.6)
+        with transport.open() as conn:
+            started = time.monotonic()
+            with pytest.raises(MaybeDelivered, match="maybe delivered") as raised:
+                conn.send("a@example.org", "b@example.org", MESSAGE)
+            # The DATA phase waited data_timeout, not the shorter timeout.
+            assert time.monotonic() - started >= 0.6
+            assert isinstance(raised.value, TransientError)  # the engine retries it later
+            assert conn._client is None  # the connection was dropped, not resent on
+            time.sleep(0.4)  # an immediate resend would have been stored by now
+            assert [m.rcpt_tos for m in handler.messages] == [["b@example.org"]]
+            # The next message opens a new connection.
+            handler.delay = 0
+            conn.send("a@example.org", "c@example.org", MESSAGE)
+        assert [m.rcpt_tos for m in handler.messages] == [["b@example.org"], ["c@example.org"]]
+
+
+def test_a_data_timeout_longer_than_the_relay_needs_waits_for_its_answer() -> None:
+    with slow_smtp_server(delay=0.8) as (controller, handler):
+        url = f"smtp://127.0.0.1:{controller.port}?timeout=0.2&data_timeout=3"
+        with transport_from_url(url).open() as conn:
+            started = time.monotonic()
+            conn.send("a@example.org", "b@example.org", MESSAGE)
+            assert time.monotonic() - started >= 0.8
+            client = conn._client
+            assert client is not None and client.sock is not None
+            assert client.sock.gettimeout() == 0.2  # the short timeout is back after DATA
+            handler.delay = 0
+            conn.send("a@example.org", "c@example.org", MESSAGE)
+            assert conn._client is client  # the same connection carries the next message
+        assert [m.rcpt_tos for m in handler.messages] == [["b@example.org"], ["c@example.org"]]
+        assert handler.mail_commands == 2
+
+
+def test_a_drop_after_the_data_is_maybe_delivered_and_not_resent() -> None:
+    with slow_smtp_server() as (controller, handler):
+        handler.drop_after_data = True  # stores the message, then closes without an answer
+        with SMTPTransport("127.0.0.1", controller.port, timeout=2).open() as conn:
+            with pytest.raises(MaybeDelivered):
+                conn.send("a@example.org", "b@example.org", MESSAGE)
+            time.sleep(0.3)
+        assert len(handler.messages) == 1
+        assert handler.mail_commands == 1
+
+
+def test_a_connection_closed_while_idle_is_reopened_and_the_message_sent_once() -> None:
+    with slow_smtp_server(timeout=0.3) as (controller, handler):  # closes after 0.3 s idle
+        with SMTPTransport("127.0.0.1", controller.port, timeout=2).open() as conn:
+            conn.send("a@example.org", "b@example.org", MESSAGE)
+            first_client = conn._client
+            time.sleep(0.6)  # the server closes the idle connection meanwhile
+            conn.send("a@example.org", "c@example.org", MESSAGE)
+            assert conn._client is not first_client  # noticed at MAIL FROM, re-opened
+        time.sleep(0.1)
+        assert [m.rcpt_tos for m in handler.messages] == [["b@example.org"], ["c@example.org"]]
+
+
+def test_a_421_on_a_kept_connection_is_reopened_but_not_on_a_new_one() -> None:
+    with slow_smtp_server() as (controller, handler):
+        with SMTPTransport("127.0.0.1", controller.port, timeout=2).open() as conn:
+            conn.send("a@example.org", "b@example.org", MESSAGE)
+            handler.mail_421 = 1  # a relay's idle timeout, announced at the next command
+            conn.send("a@example.org", "c@example.org", MESSAGE)
+            assert handler.mail_commands == 3  # refused once, then sent on a new connection
+        with SMTPTransport("127.0.0.1", controller.port, timeout=2).open() as conn:
+            handler.mail_421 = 1  # on a new connection: the relay really is closing
+            with pytest.raises(TransientError, match="421"):
+                conn.send("a@example.org", "d@example.org", MESSAGE)
+            assert conn._client is None
+            assert handler.mail_commands == 4
+            conn.send("a@example.org", "d@example.org", MESSAGE)
+        assert [m.rcpt_tos[0] for m in handler.messages] == [
+            "b@example.org",
+            "c@example.org",
+            "d@example.org",
+        ]
+
+
+def test_refusals_leave_the_connection_usable() -> None:
+    with slow_smtp_server() as (controller, handler):
+        handler.reject_rcpt["x@example.org"] = "550 5.1.1 No such user"
+        with SMTPTransport("127.0.0.1", controller.port, timeout=2).open() as conn:
+            with pytest.raises(PermanentError, match="550") as refused:
+                conn.send("a@example.org", "x@example.org", MESSAGE)
+            assert refused.value.bounce
+            client = conn._client
+            handler.refuse_data = "554 5.7.1 Message rejected by content policy"
+            with pytest.raises(PermanentError, match="554") as rejected:
+                conn.send("a@example.org", "b@example.org", MESSAGE)
+            assert not rejected.value.bounce
+            handler.refuse_data = "451 4.3.0 Try again later"
+            with pytest.raises(TransientError, match="451"):
+                conn.send("a@example.org", "b@example.org", MESSAGE)
+            conn.send("a@example.org", "b@example.org", MESSAGE)
+            assert conn._client is client  # RSET after each refusal, no reconnect
+        assert [m.rcpt_tos for m in handler.messages] == [["b@example.org"]]
+
+
+def test_a_non_ascii_recipient_needs_smtputf8() -> None:
+    with slow_smtp_server() as (controller, handler):
+        with SMTPTransport("127.0.0.1", controller.port, timeout=2).open() as conn:
+            conn.send("a@example.org", "jörg@example.org", MESSAGE)
+            conn.send("a@example.org", "b@example.org", MESSAGE)
+        assert [m.rcpt_tos for m in handler.messages] == [["jörg@example.org"], ["b@example.org"]]
+        assert ["SMTPUTF8" in options for options in handler.mail_options] == [True, False]
+    with slow_smtp_server(enable_SMTPUTF8=False) as (controller, handler):
+        with SMTPTransport("127.0.0.1", controller.port, timeout=2).open() as conn:
+            with pytest.raises(PermanentError, match="SMTPUTF8") as refused:
+                conn.send("a@example.org", "jörg@example.org", MESSAGE)
+            assert not refused.value.bounce
+        assert handler.messages == []
+
+
+def test_the_engine_does_not_resend_a_maybe_delivered_message_at_once(
+    tmp_path: Path, db_url: str
+) -> None:
+    from course.models import Delivery
+
+    with slow_smtp_server(delay=1.5) as (controller, handler):
+        url = f"smtp://127.0.0.1:{controller.port}?timeout=0.2&data_timeout=0.5"
+        settings = engine_settings(tmp_path, db_url, MAIL_URL=url)
+        clock = FakeClock()
+        enrol(settings, clock, "ana@example.com")
+        result = make_sender(settings, transport_from_url(settings.mail_url), clock).tick()
+        assert (result.sent, result.failed) == (0, 0)
+        time.sleep(0.3)
+        assert len(handler.messages) == 1  # one copy for this tick (it used to be two)
+    with sessions_for(settings.database_url)() as s:
+        tried = [d for d in s.query(Delivery) if d.attempts]
+    assert len(tried) == 1
+    assert tried[0].due_at > clock()  # tried again later, not now
+
+
+def test_data_timeout_url_option() -> None:
+    transport = SMTPTransport.from_url("smtp://relay.example?timeout=10&data_timeout=120.5")
+    assert (transport.timeout, transport.data_timeout) == (10.0, 120.5)
+    assert SMTPTransport.from_url("smtp://relay.example").data_timeout == 600.0
+
+
+@pytest.mark.parametrize("option", ["timeout", "data_timeout"])
+@pytest.mark.parametrize("value", ["soon", "", "0", "-5", "nan", "inf"])
+def test_bad_timeouts_are_refused(option: str, value: str) -> None:
+    with pytest.raises(ValueError, match=f"option {option} must be a positive number"):
+        transport_from_url(f"smtp://relay.example?{option}={value}")
+
+
+def test_bad_timeouts_are_refused_in_code() -> None:
+    with pytest.raises(ValueError, match="data_timeout"):
+        SMTPTransport("relay.example", 25, data_timeout=0)

@@ -11,8 +11,20 @@ URL forms (``COURSE_MAIL_URL``):
 - ``smtp+starttls://user:pass@host:587``: SMTP upgraded with STARTTLS (required).
 - ``smtps://user:pass@host:465``: SMTP over implicit TLS.
 
-Query options: ``timeout`` (seconds, default 30), and for the TLS forms ``verify=false``
-to skip certificate checks (only for a test relay with a self-signed certificate).
+Query options (``smtp://relay:25?timeout=30&data_timeout=600``):
+
+- ``timeout`` (seconds, default 30): how long to wait for the connection, for each
+  command's reply and for each network write. A relay that does not answer within it
+  is treated as down, and the message is retried later.
+- ``data_timeout`` (seconds, default 600): the same limit for the DATA phase only, from
+  the DATA command to the relay's reply after the end of the message. Relays often scan
+  or store a message before they answer, and RFC 5321 (section 4.5.3.2.6) recommends
+  waiting 10 minutes for that reply. A timeout or a drop in this phase means the message
+  was *maybe delivered* (:class:`MaybeDelivered`): it is never resent at once.
+- ``verify=false`` (TLS forms only): skip certificate checks, only for a test relay with
+  a self-signed certificate.
+
+Both timeouts must be positive numbers; anything else is refused when the URL is read.
 """
 
 from __future__ import annotations
@@ -27,6 +39,17 @@ class DeliveryError(Exception):
 
 class TransientError(DeliveryError):
     """Try again later: a 4xx reply, a refused or dropped connection, a timeout."""
+
+
+class MaybeDelivered(TransientError):
+    """The connection broke or timed out after the message data was sent.
+
+    The relay may have stored the message (it stores it when the data ends, then answers),
+    so it must never be resent at once on a new connection: that is how a slow relay gets
+    one message several times. The engine retries it later, with backoff, a bounded number
+    of times; each of those sends may deliver a copy (with the same Message-ID). Code that
+    only knows :class:`TransientError` still retries it later.
+    """
 
 
 class PermanentError(DeliveryError):

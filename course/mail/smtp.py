@@ -1,16 +1,35 @@
-"""The SMTP transport: smtplib, one connection reused across a batch."""
+"""The SMTP transport: smtplib, one connection reused across a batch.
+
+A message is sent in explicit steps (MAIL FROM, RCPT TO, DATA), because a failure means
+something different before and after the message data went out:
+
+- Before DATA nothing of the message has reached the relay. A connection that turns out
+  to be gone (the relay closed it while idle between messages, it restarted) is re-opened
+  once and the message is sent on the new connection.
+- From the DATA command on, a timeout or a broken connection leaves the message *maybe
+  delivered*: a relay stores a message when its data ends and only then answers, perhaps
+  slowly. The connection is dropped and :class:`~course.mail.MaybeDelivered` raised; the
+  message is never resent at once (the engine retries it later, with backoff).
+
+Two timeouts (URL options ``timeout`` and ``data_timeout``, see :mod:`course.mail`): the
+short one for connecting and for every other reply, and a long one for the DATA phase,
+since RFC 5321 (section 4.5.3.2.6) recommends waiting 10 minutes for the reply to the end
+of the data.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 import smtplib
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NoReturn
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from course.mail import PermanentError, TransientError
+from course.mail import MaybeDelivered, PermanentError, TransientError
 
 
 @dataclass(frozen=True)
@@ -20,15 +39,22 @@ class SMTPTransport:
     username: str | None = None
     password: str | None = None
     security: str = "none"  # "none", "starttls" or "tls"
-    timeout: float = 30.0
+    timeout: float = 30.0  # seconds: connecting, each reply and write outside DATA
     verify: bool = True
+    data_timeout: float = 600.0  # seconds: the DATA phase, up to the end-of-data reply
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "data_timeout"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"SMTP {name} must be a positive number of seconds, got {value!r}")
 
     @classmethod
     def from_url(cls, url: str) -> SMTPTransport:
         """Parse ``smtp://``, ``smtp+starttls://`` or ``smtps://`` URLs."""
         parts = urlsplit(url)
         security = {"smtp": "none", "smtp+starttls": "starttls", "smtps": "tls"}[parts.scheme]
-        query = parse_qs(parts.query)
+        query = parse_qs(parts.query, keep_blank_values=True)
         default_port = {"none": 25, "starttls": 587, "tls": 465}[security]
         if not parts.hostname:
             raise ValueError("COURSE_MAIL_URL has no host")
@@ -38,7 +64,8 @@ class SMTPTransport:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             security=security,
-            timeout=float(query.get("timeout", ["30"])[0]),
+            timeout=_seconds(query, "timeout", 30.0),
+            data_timeout=_seconds(query, "data_timeout", 600.0),
             verify=query.get("verify", ["true"])[0].lower() not in ("false", "0", "no"),
         )
 
@@ -88,43 +115,109 @@ class SMTPConnection:
         self._client: smtplib.SMTP | None = None
 
     def send(self, envelope_from: str, to: str, message: bytes) -> None:
-        """Send one message; classify failures as transient or permanent."""
+        """Send one message; classify failures as transient, permanent or maybe delivered."""
         for attempt in (1, 2):
+            reused = self._client is not None
             if self._client is None:
                 self._client = self.transport.connect()
+            client = self._client
             try:
-                # A non-ASCII local part can only travel with the SMTPUTF8 extension.
-                options = [] if to.isascii() else ["SMTPUTF8"]
-                refused = self._client.sendmail(envelope_from, [to], message, options)
-            except smtplib.SMTPNotSupportedError as exc:
-                raise PermanentError(f"the relay does not support SMTPUTF8: {exc}") from exc
-            except smtplib.SMTPRecipientsRefused as exc:
-                code, reply = exc.recipients.get(to, (0, b""))
-                raise _classify(code, reply, at_recipient=True) from exc
-            except smtplib.SMTPSenderRefused as exc:
-                # Our own From address was refused: a configuration problem, not the
-                # reader's. Retrying keeps the lesson; bouncing would drop the reader.
-                raise TransientError(f"sender refused: {exc.smtp_code} {exc.smtp_error!r}") from exc
-            except smtplib.SMTPResponseException as exc:
-                if exc.smtp_code == 421:  # the server is closing the connection
-                    self._drop()
-                raise _classify(exc.smtp_code, exc.smtp_error) from exc
-            except (TimeoutError, smtplib.SMTPServerDisconnected, ConnectionError) as exc:
-                # The connection went away between messages (idle timeout, server restart).
-                # Re-open once; a second failure is a real outage. A drop after DATA may
-                # mean the server did accept the message: the retry resends it with the
-                # same Message-ID, which is the documented at-least-once window.
+                self._envelope(client, envelope_from, to, len(message))
+            except (OSError, smtplib.SMTPServerDisconnected) as exc:
+                # Nothing of the message went out yet: the connection went away between
+                # messages (idle timeout, server restart). Re-open once; a second failure
+                # is a real outage.
                 self._drop()
                 if attempt == 2:
                     raise TransientError(f"connection lost: {exc}") from exc
                 continue
+            except smtplib.SMTPNotSupportedError as exc:
+                raise PermanentError(f"the relay does not support SMTPUTF8: {exc}") from exc
+            except smtplib.SMTPResponseException as exc:  # a malformed reply (smtplib closed)
+                if exc.smtp_code == 421 or client.sock is None:
+                    self._drop()
+                raise _classify(exc.smtp_code, exc.smtp_error) from exc
             except smtplib.SMTPException as exc:
                 self._drop()
                 raise TransientError(str(exc)) from exc
-            if refused:
-                code, reply = refused[to]
-                raise _classify(code, reply, at_recipient=True)
+            except _Closing as closing:
+                # 421 before DATA: the server closes the connection. On a connection kept
+                # from an earlier message this is usually its idle timeout (Postfix answers
+                # the next command with "421 ... timeout exceeded"): like a drop, re-open
+                # once. On a new connection the server really is unavailable.
+                if reused and attempt == 1:
+                    continue
+                raise closing.error from None
+            self._data(client, message)
             return
+
+    def _envelope(self, client: smtplib.SMTP, envelope_from: str, to: str, size: int) -> None:
+        """MAIL FROM and RCPT TO, as :meth:`smtplib.SMTP.sendmail` does them.
+
+        A refusal raises its classified error after RSET, so the connection stays usable for
+        the next message (421 raises :class:`_Closing`). Connection errors pass through.
+        """
+        client.ehlo_or_helo_if_needed()
+        options: list[str] = []
+        if client.does_esmtp and client.has_extn("size"):
+            options.append(f"size={size}")
+        if not to.isascii():
+            # A non-ASCII local part can only travel with the SMTPUTF8 extension.
+            if not client.has_extn("smtputf8"):
+                raise PermanentError("the relay does not support SMTPUTF8")
+            options.append("SMTPUTF8")
+        code, reply = client.mail(envelope_from, options)
+        if code != 250:
+            # Our own From address was refused: a configuration problem, not the reader's.
+            # Retrying keeps the lesson; bouncing would drop the reader.
+            self._refused(client, code, TransientError(f"sender refused: {code} {reply!r}"))
+        code, reply = client.rcpt(to)
+        if code not in (250, 251):
+            self._refused(client, code, _classify(code, reply, at_recipient=True))
+
+    def _data(self, client: smtplib.SMTP, message: bytes) -> None:
+        """The DATA phase, under ``data_timeout``: a timeout or a drop is MaybeDelivered."""
+        sock = client.sock
+        if sock is not None:
+            sock.settimeout(self.transport.data_timeout)
+        reply: bytes | str
+        try:
+            code, reply = client.data(message)
+        except smtplib.SMTPDataError as exc:  # DATA itself refused: no data was sent
+            code, reply = exc.smtp_code, exc.smtp_error
+        except (OSError, smtplib.SMTPException) as exc:
+            # A timeout or a drop during DATA: the relay may have stored the message and
+            # not answered (yet). Sending it again now could deliver it twice.
+            self._drop()
+            raise MaybeDelivered(
+                f"maybe delivered: the connection broke or timed out during DATA"
+                f" ({type(exc).__name__}: {exc}); not resent at once"
+            ) from exc
+        finally:
+            if self._client is client and client.sock is not None:
+                client.sock.settimeout(self.transport.timeout)
+        if code != 250:
+            try:
+                self._refused(client, code, _classify(code, reply))
+            except _Closing as closing:
+                raise closing.error from None
+
+    def _refused(
+        self, client: smtplib.SMTP, code: int, error: TransientError | PermanentError
+    ) -> NoReturn:
+        """After a refused command: RSET so the connection can carry the next message, or,
+        for 421 (the server is closing the connection), drop it and raise :class:`_Closing`.
+        Then raise ``error``."""
+        if code == 421:
+            self._drop()
+            raise _Closing(error)
+        try:
+            code, _reply = client.rset()
+        except (OSError, smtplib.SMTPException):
+            code = 0
+        if code != 250:
+            self._drop()
+        raise error
 
     def _drop(self) -> None:
         if self._client is not None:
@@ -142,6 +235,30 @@ class SMTPConnection:
                 pass
             finally:
                 self._drop()
+
+
+class _Closing(Exception):
+    """A 421 reply: the server is closing the connection; ``error`` is the classified reply."""
+
+    def __init__(self, error: TransientError | PermanentError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _seconds(query: dict[str, list[str]], name: str, default: float) -> float:
+    """A positive number of seconds from the URL query, or a ValueError naming the option."""
+    if name not in query:
+        return default
+    text = query[name][0]
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"COURSE_MAIL_URL option {name} must be a positive number of seconds, got {text!r}"
+        )
+    return value
 
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})")

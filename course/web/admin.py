@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime
+import secrets
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,6 +20,7 @@ from flask import (
     Response,
     abort,
     flash,
+    g,
     redirect,
     render_template,
     request,
@@ -26,8 +29,10 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from flask_login import UserMixin, current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
+from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response as BaseResponse
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
@@ -43,11 +48,13 @@ from course.models import (
     SubscriberStatus,
     utcnow,
 )
-from course.operators import authenticate
+from course.operators import authenticate, end_sessions, find_operator
 from course.privacy import erase, export_data
 from course.progress import record_event
 from course.render import SAMPLE_READER
-from course.reports import Filters, funnel, health, per_lesson
+from course.reports import Filters, funnel, health, per_lesson, stalled_readers
+from course.schedule import parse_lesson_number
+from course.security import keyed_hash
 from course.subscriptions import pause, resend_lesson, resume, retry_failed, unsubscribe
 from course.testsend import send_test
 from course.web.charts import bar_chart, stacked_bars
@@ -65,34 +72,175 @@ def init_app(app: Flask) -> None:
 PAGE_SIZE = 50
 
 
+# -- login rate limits and known devices ------------------------------------------------------
+
+#: The cookie that marks a browser an operator has signed in from before ("device cookie").
+DEVICE_COOKIE = "course_device"
+DEVICE_MAX_AGE = timedelta(days=180)  # renewed at every successful login
+_DEVICE_SALT = "course.admin-device"
+
+
+@dataclass(frozen=True)
+class KnownDevice:
+    """A valid known-device cookie: the operator who signed in, and this cookie's own id."""
+
+    operator_id: int
+    nonce: str
+
+
+def _device_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(list(state().settings.secret_keys), salt=_DEVICE_SALT)
+
+
+def _device_cookie() -> KnownDevice | None:
+    """The request's known-device cookie, if it is one of ours and not too old."""
+    raw = request.cookies.get(DEVICE_COOKIE)
+    if not raw or len(raw) > 200:
+        return None
+    try:
+        data = _device_serializer().loads(raw, max_age=int(DEVICE_MAX_AGE.total_seconds()))
+    except (BadData, UnicodeError, ValueError, TypeError):
+        return None
+    if not (isinstance(data, list) and len(data) == 2):
+        return None
+    operator_id, nonce = data
+    if type(operator_id) is not int or not isinstance(nonce, str) or not nonce:
+        return None
+    return KnownDevice(operator_id, nonce)
+
+
+def _known_device() -> KnownDevice | None:
+    """The request's known-device cookie if it names the account being tried, else None.
+
+    Asked by several limits in one request, so the answer is kept in ``g``.
+    """
+    if "course_known_device" not in g:
+        g.course_known_device = None
+        device = _device_cookie()
+        if device is not None:
+            try:
+                typed = (request.form.get("email") or "")[:320]
+                with state().read_sessions() as session:
+                    operator = find_operator(session, typed)
+                    if operator is not None and operator.id == device.operator_id:
+                        g.course_known_device = device
+            except Exception:  # an unreadable body, a database hiccup: no exemption
+                g.course_known_device = None
+    known: KnownDevice | None = g.course_known_device
+    return known
+
+
+def _on_known_device() -> bool:
+    return _known_device() is not None
+
+
+def _on_unknown_device() -> bool:
+    return _known_device() is None
+
+
 def _login_email() -> str:
-    return (request.form.get("email") or "").strip().lower()[:320] or "-"
+    """The per-account key: a keyed hash of what was typed, never the text itself (the limit
+    store is no place for operators' addresses, or for whatever else someone types)."""
+    typed = request.form.get("email") or ""
+    return "account:" + keyed_hash(state().settings.secret_keys, typed.strip().lower())
 
 
-#: Per client address, and per account name tried (so a botnet cannot hammer one account).
+def _device_key() -> str:
+    device = _known_device()
+    nonce = device.nonce if device is not None else "-"
+    return "device:" + keyed_hash(state().settings.secret_keys, nonce)
+
+
+def _failed_login(response: Response) -> bool:
+    return response.status_code == 401
+
+
+#: How sign-in is limited, so that guessing is slow but nobody can lock the practice out.
+#:
+#: 1. Per client address: every POST counts, from everyone, known device or not.
+#: 2. Per account tried (so a botnet cannot spread guesses for one account over many
+#:    addresses): only FAILED attempts (401) count, and the key is a keyed hash of the typed
+#:    address, never the address. A browser with a valid known-device cookie for that account
+#:    is exempt, so an attacker who fills this limit from elsewhere locks out only new
+#:    browsers, never the operator on a browser they have signed in from before. This is
+#:    OWASP's "device cookie" scheme (Authentication Cheat Sheet, "Device Cookies").
+#: 3. Per known device: failed attempts made with a known-device cookie count against that
+#:    cookie, so a stolen cookie gives no unlimited guesses either.
+#:
+#: The device cookie (``DEVICE_COOKIE``) is set at each successful login: signed with the
+#: app's secret keys (own salt), HttpOnly, SameSite=Lax, Secure over https, sent only to the
+#: login page; it holds the operator's id and a random id of its own, nothing personal, and
+#: grants no access by itself. Logging out leaves it (that is the point). A limit that
+#: counts only failures is checked before the view and counted after it, so with N requests
+#: in flight at once (N = web workers) it can overshoot by up to N - 1.
 LOGIN_LIMITS = (
     RateLimit("5 per minute;30 per hour"),
-    RateLimit("10 per hour", key=_login_email, scope="login-account"),
+    RateLimit(
+        "10 per hour",
+        key=_login_email,
+        scope="login-account",
+        exempt_when=_on_known_device,
+        deduct_when=_failed_login,
+    ),
+    RateLimit(
+        "10 per hour",
+        key=_device_key,
+        scope="login-device",
+        exempt_when=_on_unknown_device,
+        deduct_when=_failed_login,
+    ),
 )
 
 
+def _remember_device(response: BaseResponse, operator_id: int) -> None:
+    """Mark this browser as one ``operator_id`` signed in from (a new cookie, same id)."""
+    current = _device_cookie()
+    if current is not None and current.operator_id == operator_id:
+        nonce = current.nonce
+    else:
+        nonce = secrets.token_urlsafe(16)
+    response.set_cookie(
+        DEVICE_COOKIE,
+        _device_serializer().dumps([operator_id, nonce]),
+        max_age=int(DEVICE_MAX_AGE.total_seconds()),
+        path=url_for("admin.login"),
+        secure=state().settings.base_url.startswith("https://"),
+        httponly=True,
+        samesite="Lax",
+    )
+
+
+# -- the logged-in operator -----------------------------------------------------------------
+
+_NUMBER = re.compile(r"[0-9]{1,18}")
+
+
 class AdminUser(UserMixin):
-    """The logged-in operator, as Flask-Login sees it."""
+    """The logged-in operator, as Flask-Login sees it.
+
+    Its id, which Flask-Login keeps in the session (and would put in a remember-me cookie),
+    is ``"<operator id>:<session version>"``: when the operator logs out the version goes up,
+    and every session made before, copies included, no longer loads.
+    """
 
     def __init__(self, operator: Operator) -> None:
-        self.id = str(operator.id)
+        self.id = f"{operator.id}:{operator.session_version}"
         self.operator_id = operator.id
+        self.session_version = operator.session_version
         self.email = operator.email
         self.timezone = operator.timezone
 
 
 @login_manager.user_loader
 def _load_user(user_id: str) -> AdminUser | None:
-    if not user_id.isdigit():
-        return None
+    operator_id, _, version = user_id.partition(":")
+    if not (_NUMBER.fullmatch(operator_id) and _NUMBER.fullmatch(version)):
+        return None  # includes a plain "<id>" from before session versions: sign in again
     with state().read_sessions() as session:
-        operator = session.get(Operator, int(user_id))
-        return AdminUser(operator) if operator else None
+        operator = session.get(Operator, int(operator_id))
+        if operator is None or operator.session_version != int(version):
+            return None
+        return AdminUser(operator)
 
 
 class LoginForm(FlaskForm):
@@ -120,7 +268,7 @@ def _admin_context() -> dict[str, Any]:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
-    """Sign in. Rate limited per address and per account (see ``LOGIN_LIMITS``)."""
+    """Sign in. Rate limited per address, per account and per device (``LOGIN_LIMITS``)."""
     form = LoginForm()
     error = None
     if form.validate_on_submit():
@@ -131,7 +279,9 @@ def login() -> ResponseReturnValue:
             user = AdminUser(operator) if operator else None
         if user is not None:
             login_user(user)
-            return redirect(url_for("admin.dashboard"))
+            response = redirect(url_for("admin.dashboard"))
+            _remember_device(response, user.operator_id)
+            return response
         error = "That email and password don't match an operator account."
     status = 401 if request.method == "POST" else 200
     return render_template("web/admin/login.html", form=form, error=error), status
@@ -140,6 +290,9 @@ def login() -> ResponseReturnValue:
 @bp.post("/logout")
 @login_required
 def logout() -> ResponseReturnValue:
+    """Sign out: end this operator's sessions on the server, not just this cookie."""
+    with state().sessions() as session, session.begin():
+        end_sessions(session, current_user.operator_id)
     logout_user()
     return redirect(url_for("admin.login"))
 
@@ -327,10 +480,8 @@ def subscriber_action(public_id: str, action: str) -> ResponseReturnValue:
             message = "Unsubscribed." if ok else "Already unsubscribed."
         elif action == "resend":
             lesson = request.form.get("lesson", "")
-            # ASCII digits, and few of them: "²".isdigit() is True and int() refuses it.
-            ok = bool(re.fullmatch(r"[0-9]{1,4}", lesson)) and resend_lesson(
-                session, subscriber, int(lesson), now, operator_id
-            )
+            number = parse_lesson_number(lesson)
+            ok = number is not None and resend_lesson(session, subscriber, number, now, operator_id)
             message = (
                 f"Lesson {lesson} will be sent again on the next tick."
                 if ok
@@ -348,6 +499,21 @@ def subscriber_action(public_id: str, action: str) -> ResponseReturnValue:
             abort(404)
     flash(message, "notice" if ok else "alert")
     return redirect(url_for("admin.subscriber_detail", public_id=public_id), code=303)
+
+
+@bp.post("/retry-failed")
+@login_required
+def retry_all_failed() -> ResponseReturnValue:
+    """Queue every stalled reader's failed lesson again (after the cause was fixed)."""
+    operator_id = current_user.operator_id
+    now = utcnow()
+    with state().sessions() as session, session.begin():
+        ids = list(session.scalars(stalled_readers()))
+        retried = 0
+        for subscriber in session.scalars(select(Subscriber).where(Subscriber.id.in_(ids))):
+            retried += retry_failed(session, subscriber, now, operator_id) is not None
+    flash(f"{retried} lesson(s) will be tried again on the next tick.", "notice")
+    return redirect(url_for("admin.dashboard"), code=303)
 
 
 @bp.get("/subscribers/<public_id>/export.json")
@@ -383,7 +549,7 @@ def subscriber_erase(public_id: str) -> ResponseReturnValue:
             return render_template(
                 "web/admin/erase.html", subscriber=subscriber, failed=failed
             ), 400 if failed else 200
-        erase(session, subscriber)
+        erase(session, subscriber, state().settings.secret_keys, utcnow())
         # The erase itself is recorded without a subscriber: who did it, not to whom.
         record_event(
             session,

@@ -4,6 +4,18 @@ Every URL carries a signed token (``course.tokens``) naming the subscriber by pu
 A token is the reader's key to these pages, so the forms here need no CSRF token: a
 forged request would need the signed token itself. See ``course.progress`` for how a mail
 scanner's prefetch is kept from recording anything.
+
+**A link opens only what it names.** Each token has one purpose, and the page it opens
+carries only tokens of that purpose (or of a lesser one), never a way to a wider page:
+
+- ``unsubscribe`` (also in the ``List-Unsubscribe`` header, which every relay sees and
+  mailbox providers POST to): unsubscribe, or pause instead. Nothing else.
+- ``pause``: pause and resume. Nothing else.
+- ``done``, ``checkin``, ``view``, ``book``: that one lesson's answers and pages. The
+  check-in page takes a new private note, but never shows the one saved before.
+- ``progress`` (``/me/...``, the "My progress" link in the body of lesson emails, never in
+  a header): the reader's own page, the only one that shows notes, and that exports or
+  erases their data.
 """
 
 from __future__ import annotations
@@ -39,9 +51,10 @@ from course.progress import (
     scan_in_progress,
 )
 from course.render import add_query
-from course.schedule import parse_hour
+from course.schedule import parse_hour, parse_lesson_number
 from course.subscriptions import (
     by_public_id,
+    in_current_run,
     known_timezones,
     next_queued_lesson,
     pause,
@@ -116,22 +129,29 @@ def _answer(token: str) -> CheckIn:
         raise LinkError(400, BAD_LINK) from None
 
 
-def _tokens(subscriber: Subscriber, lesson: int | None = None) -> dict[str, str]:
-    """Tokens for the links a page shows."""
+def _lesson_tokens(subscriber: Subscriber, lesson: int) -> dict[str, str]:
+    """Tokens for one lesson's pages: the same links as in that lesson's email, no more."""
     signer = state().signer
     pid = subscriber.public_id
     tokens = {
+        "done": signer.dumps("done", pid, lesson),
+        "view": signer.dumps("view", pid, lesson),
+        "book": signer.dumps("book", pid, lesson),
+    }
+    for answer in CheckIn:
+        tokens[f"checkin_{answer.value}"] = signer.dumps("checkin", pid, lesson, answer.value)
+    return tokens
+
+
+def _progress_tokens(subscriber: Subscriber) -> dict[str, str]:
+    """Tokens for the reader's own page, which may do everything."""
+    signer = state().signer
+    pid = subscriber.public_id
+    return {
         "progress": signer.dumps("progress", pid),
         "unsubscribe": signer.dumps("unsubscribe", pid),
         "pause": signer.dumps("pause", pid),
     }
-    if lesson:
-        tokens["done"] = signer.dumps("done", pid, lesson)
-        tokens["view"] = signer.dumps("view", pid, lesson)
-        tokens["book"] = signer.dumps("book", pid, lesson)
-        for answer in CheckIn:
-            tokens[f"checkin_{answer.value}"] = signer.dumps("checkin", pid, lesson, answer.value)
-    return tokens
 
 
 def _was_sent(session: Session, subscriber: Subscriber, lesson: int) -> bool:
@@ -150,7 +170,9 @@ def _was_sent(session: Session, subscriber: Subscriber, lesson: int) -> bool:
 def _progress(session: Session, subscriber: Subscriber, lesson: int) -> LessonProgress | None:
     return session.scalars(
         select(LessonProgress).where(
-            LessonProgress.subscriber_id == subscriber.id, LessonProgress.lesson == lesson
+            LessonProgress.subscriber_id == subscriber.id,
+            LessonProgress.lesson == lesson,
+            LessonProgress.run == subscriber.run,
         )
     ).first()
 
@@ -190,7 +212,7 @@ def done(token: str) -> ResponseReturnValue:
             title=_lesson_title(lesson),
             progress=row,
             answers=list(CheckIn),
-            tokens=_tokens(subscriber, lesson),
+            tokens=_lesson_tokens(subscriber, lesson),
         )
 
 
@@ -212,7 +234,9 @@ def checkin(token: str) -> ResponseReturnValue:
                     saved = True
                 except ValueError:
                     errors["answer"] = "Please choose one of the three answers."
-            if note is not None:
+            # An empty note here changes nothing: this page never shows the note saved
+            # before, so it must not delete it either (the progress page can).
+            if note is not None and note.replace("\x00", "").strip():
                 note = note.replace("\x00", "").strip()
                 if len(note) > MAX_NOTE:
                     errors["note"] = f"Please keep the note under {MAX_NOTE} characters."
@@ -239,7 +263,7 @@ def checkin(token: str) -> ResponseReturnValue:
                 errors=errors,
                 answers=list(CheckIn),
                 max_note=MAX_NOTE,
-                tokens=_tokens(subscriber, lesson),
+                tokens=_lesson_tokens(subscriber, lesson),
                 token=token,
             ),
             400 if errors else 200,
@@ -266,7 +290,7 @@ def view(token: str) -> ResponseReturnValue:
             total=course.lessons.current().total,
             name=subscriber.name,
             answers=list(CheckIn),
-            tokens=_tokens(subscriber, lesson),
+            tokens=_lesson_tokens(subscriber, lesson),
         )
 
 
@@ -290,36 +314,47 @@ def book(token: str) -> ResponseReturnValue:
 
 @bp.route("/pause/<token>", methods=["GET", "POST"])
 def pause_link(token: str) -> ResponseReturnValue:
-    """'Pause the course': GET asks, POST pauses (a prefetch cannot pause anyone)."""
+    """'Pause the course': GET asks, POST pauses or resumes (a prefetch changes nothing)."""
     course = state()
     with course.sessions() as session, session.begin():
         subscriber, _ = _resolve(session, "pause", token, with_lesson=False)
-        done_now = False
+        changed = None
         if request.method == "POST":
-            done_now = pause(session, subscriber, utcnow())
+            if request.form.get("action") == "resume":
+                total = course.lessons.current().total
+                ok = resume(session, subscriber, utcnow(), settings=course.settings, total=total)
+                changed = "resumed" if ok else None
+            else:
+                changed = "paused" if pause(session, subscriber, utcnow()) else None
         return render_template(
             "web/pause.html",
             status=subscriber.status,
             statuses=SubscriberStatus,
-            paused_now=done_now,
-            tokens=_tokens(subscriber),
+            changed=changed,
+            token=token,
         )
 
 
 @bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
 def unsubscribe_link(token: str) -> ResponseReturnValue:
-    """GET shows one button; POST unsubscribes (also RFC 8058 one-click from mail apps)."""
-    course = state()
-    with course.sessions() as session, session.begin():
+    """GET asks (offering a pause first); POST unsubscribes, also RFC 8058 one-click from
+    mail apps. This link travels in a mail header, so its page leads nowhere else."""
+    with state().sessions() as session, session.begin():
         subscriber, _ = _resolve(session, "unsubscribe", token, with_lesson=False)
+        paused_now = False
         if request.method == "POST":
-            one_click = request.form.get("List-Unsubscribe") == "One-Click"
-            unsubscribe(session, subscriber, utcnow(), via="one-click" if one_click else "page")
+            if request.form.get("action") == "pause":
+                paused_now = pause(session, subscriber, utcnow(), via="page")
+            else:
+                one_click = request.form.get("List-Unsubscribe") == "One-Click"
+                via = "one-click" if one_click else "page"
+                unsubscribe(session, subscriber, utcnow(), via=via)
         return render_template(
             "web/unsubscribe.html",
             status=subscriber.status,
             statuses=SubscriberStatus,
-            tokens=_tokens(subscriber),
+            paused_now=paused_now,
+            token=token,
         )
 
 
@@ -338,16 +373,16 @@ def _timeline(session: Session, subscriber: Subscriber, total: int) -> list[dict
     sent = {
         d.number: d.sent_at
         for d in session.scalars(
-            select(Delivery).where(
-                Delivery.subscriber_id == subscriber.id,
-                lesson_received(),
-            )
+            select(Delivery).where(in_current_run(subscriber), lesson_received())
         )
     }
     progress = {
         p.lesson: p
         for p in session.scalars(
-            select(LessonProgress).where(LessonProgress.subscriber_id == subscriber.id)
+            select(LessonProgress).where(
+                LessonProgress.subscriber_id == subscriber.id,
+                LessonProgress.run == subscriber.run,
+            )
         )
     }
     rows = []
@@ -362,7 +397,7 @@ def _timeline(session: Session, subscriber: Subscriber, total: int) -> list[dict
                 "done": bool(row and row.done_at),
                 "checkin": CheckIn(row.checkin).label if row and row.checkin else None,
                 "checkin_at": local_time(row.checkin_at, subscriber.timezone) if row else "",
-                "note": bool(row and row.note),
+                "note": row.note if row and row.note else "",
                 "view_token": state().signer.dumps("view", subscriber.public_id, lesson),
             }
         )
@@ -372,7 +407,7 @@ def _timeline(session: Session, subscriber: Subscriber, total: int) -> list[dict
 def _progress_page(session: Session, subscriber: Subscriber, **extra: Any) -> str:
     course = state()
     total = course.lessons.current().total
-    queued = next_queued_lesson(session, subscriber.id)
+    queued = next_queued_lesson(session, subscriber)
     return render_template(
         "web/progress.html",
         subscriber=subscriber,
@@ -382,7 +417,8 @@ def _progress_page(session: Session, subscriber: Subscriber, **extra: Any) -> st
         next_at=local_time(max(queued.due_at, utcnow()), subscriber.timezone) if queued else "",
         send_hour=send_hour_of(subscriber, course.settings),
         zones=sorted(known_timezones()),
-        tokens=_tokens(subscriber),
+        max_note=MAX_NOTE,
+        tokens=_progress_tokens(subscriber),
         **extra,
     )
 
@@ -442,6 +478,25 @@ def progress_schedule(token: str) -> ResponseReturnValue:
     )
 
 
+@bp.post("/me/<token>/note")
+def progress_note(token: str) -> ResponseReturnValue:
+    """Change or delete the private note of a lesson the reader received."""
+    with state().sessions() as session, session.begin():
+        subscriber, _ = _resolve(session, "progress", token, with_lesson=False)
+        lesson = parse_lesson_number(request.form.get("lesson", ""))
+        note = (request.form.get("note") or "").replace("\x00", "").strip()
+        if lesson is None or not _was_sent(session, subscriber, lesson):
+            raise LinkError(400, "Please choose a lesson you have received.")
+        if len(note) > MAX_NOTE:
+            return _progress_page(
+                session,
+                subscriber,
+                errors={"note": f"Please keep the note under {MAX_NOTE} characters."},
+            ), 400
+        save_note(session, subscriber, lesson, note, utcnow())
+    return redirect(url_for("links.progress", token=token, saved="note"), code=303)
+
+
 @bp.get("/me/<token>/data.json")
 def progress_data(token: str) -> ResponseReturnValue:
     """Download everything stored about the reader, as JSON."""
@@ -461,8 +516,10 @@ def progress_delete(token: str) -> ResponseReturnValue:
     with state().sessions() as session, session.begin():
         subscriber, _ = _resolve(session, "progress", token, with_lesson=False)
         if request.method == "GET":
-            return render_template("web/delete.html", tokens=_tokens(subscriber))
+            return render_template("web/delete.html", tokens=_progress_tokens(subscriber))
         if request.form.get("confirm") != "yes":
-            return render_template("web/delete.html", tokens=_tokens(subscriber), error=True), 400
-        erase(session, subscriber)
+            return render_template(
+                "web/delete.html", tokens=_progress_tokens(subscriber), error=True
+            ), 400
+        erase(session, subscriber, state().settings.secret_keys, utcnow())
     return render_template("web/deleted.html")

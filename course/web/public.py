@@ -18,15 +18,22 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from flask import Blueprint, Flask, Response, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    after_this_request,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
-from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import IntegrityError
 
 from course.config import Settings
 from course.extensions import state
@@ -34,16 +41,17 @@ from course.models import SubscriberStatus, utcnow
 from course.security import (
     form_age,
     form_stamp,
-    keyed_hash,
     own_origin,
     request_origin,
     safe_next_url,
 )
+from course.signups import decide_signups
 from course.subscriptions import (
     SignupData,
     ValidationFailed,
+    by_public_id,
     confirm,
-    subscribe,
+    store_signup_request,
     validate_signup,
 )
 from course.tokens import InvalidToken
@@ -62,6 +70,8 @@ def init_app(app: Flask) -> None:
     # The signup endpoint checks CSRF itself: our own form must carry the token, a form
     # from an allowed origin is vouched for by its Origin header (see subscribe_view).
     csrf.exempt(subscribe_view)
+    # The confirmation's token is its credential, like the reader's other links.
+    csrf.exempt(confirm_view)
     settings = app.extensions["course"].settings
     limit_endpoint(app, "public.subscribe_view", subscribe_limits(settings))
 
@@ -101,30 +111,30 @@ ENCODED_WORD = "=?"
 
 
 def subscribe_limits(settings: Settings) -> tuple[RateLimit, ...]:
-    """Rate limits for ``POST /subscribe``: per client address, and per target address."""
+    """Rate limits for ``POST /subscribe``: per client address, and a stricter one for
+    JSON from clients that name no allowed origin (scripts, not the practice's website).
+
+    There is deliberately no limit per target address that answers 429: it would let
+    anyone block a person's own signup by sending requests for their address. How many
+    confirmation emails an address gets is capped when the request is decided instead
+    (``course.subscriptions.ConfirmationCaps``), and the answer never changes.
+    """
     return (
         RateLimit(settings.subscribe_limit_per_client),
         RateLimit(
-            settings.subscribe_limit_per_address, key=_target_address, scope="subscribe-address"
+            settings.subscribe_limit_without_origin,
+            scope="subscribe-without-origin",
+            exempt_when=_from_a_known_page,
         ),
     )
 
 
-def _target_address() -> str:
-    """The rate-limit key for the address being signed up: a keyed hash, never the address
-    itself (the limit store is not a place for personal data)."""
-    body = _json_body() if request.is_json else None
-    if isinstance(body, dict):
-        email = body.get("email")
-    elif request.mimetype in FORM_TYPES:
-        request.get_data(cache=True)  # keep the raw form for the encoding check
-        email = request.form.get("email")
-    else:
-        email = None
-    if isinstance(email, str) and "@" in email:
-        return "address:" + keyed_hash(state().settings.secret_keys, email.strip().lower())
-    # No address to count: fall back to the client, which the other limit counts anyway.
-    return "client:" + (get_remote_address() or "-")
+def _from_a_known_page() -> bool:
+    """True unless this is JSON from a client that names no allowed origin."""
+    if not request.is_json:
+        return True  # forms: our own (with its CSRF token) or an allowed site's
+    origin = request_origin()
+    return origin is not None and origin in state().settings.allowed_origins
 
 
 @bp.get("/")
@@ -184,7 +194,7 @@ def subscribe_view() -> ResponseReturnValue:
         if is_json:
             return jsonify(error="Please check the highlighted fields.", fields=exc.errors), 400
         return _form_page(_values(data), exc.errors, status=400, next_url=next_url)
-    bot = _bot_reason(data, settings)
+    bot = _bot_reason(data, settings, hosted=not is_json and not trusted)
     if bot:
         # The same answer as for a person, and nothing stored: a bot learns nothing.
         log.info("signup dropped reason=%s", bot)
@@ -286,20 +296,22 @@ def _field_problems(data: dict[str, Any], undecodable: set[str]) -> dict[str, st
     return problems
 
 
-def _bot_reason(data: dict[str, Any], settings: Settings) -> str | None:
-    """Why this signup looks like a bot's, or None."""
+def _bot_reason(data: dict[str, Any], settings: Settings, *, hosted: bool) -> str | None:
+    """Why this signup looks like a bot's, or None. ``hosted``: the form is ours (it had to
+    show our CSRF token), so it must also carry the time stamp we put in it."""
     if data.get(HONEYPOT):
         return "honeypot"
     stamp = data.get(STAMP)
     if stamp in (None, ""):
-        return None  # a form from elsewhere (the practice's site) has no stamp
+        # The practice's own form on its site has no stamp; ours always has one.
+        return "no-stamp" if hosted else None
     age = form_age(settings.secret_keys, stamp)
     if age is None:
         return "bad-stamp"  # a browser sends back what we gave it; only a program edits it
     if age < settings.min_signup_seconds:
         return "too-fast"
-    # However old a stamp is (a tab left open overnight), it is a person's: replaying one
-    # gains a bot nothing, since a form without a stamp is accepted too.
+    # However old a stamp is (a tab left open overnight), it is a person's: a bot that
+    # replays one still needs a fresh CSRF token and session for each post.
     return None
 
 
@@ -326,45 +338,69 @@ def _form_page(
 
 
 def _record_signup(signup: SignupData) -> None:
-    """Store the signup; a concurrent signup of the same address simply wins the race."""
+    """Store the signup, and decide it once the answer has been sent.
+
+    Storing is one insert, the same for every address, so the answer's timing cannot tell
+    whether an address is known. The decision (a new reader, a repeat, someone coming back)
+    runs after the response has gone out; if this process dies first, the next scheduler
+    tick decides it (``course.scheduler``). Nothing is lost either way.
+    """
     course = state()
-    for attempt in (1, 2):
-        try:
-            with course.sessions() as session, session.begin():
-                subscribe(
-                    session,
-                    signup,
-                    now=utcnow(),
-                    default_timezone=course.settings.default_timezone,
-                    resend_after=timedelta(seconds=course.settings.confirm_resend_seconds),
-                )
-            return
-        except IntegrityError:
-            # Another request inserted the same address between our lookup and insert;
-            # the second pass finds that row and treats this as a repeat signup.
-            if attempt == 2:
-                raise
+    with course.sessions() as session, session.begin():
+        request_id = store_signup_request(session, signup, utcnow())
+
+    @after_this_request
+    def _decide_later(response: Response) -> Response:
+        response.call_on_close(
+            lambda: decide_signups(course.sessions, course.settings, request_id=request_id)
+        )
+        return response
 
 
-@bp.get("/confirm/<token>")
+CONFIRM_INVALID = (
+    "This confirmation link isn't valid or has expired. You can sign up again on the course "
+    "page; it only takes a moment."
+)
+CONFIRM_GONE = (
+    "We couldn't find this signup. It may have been removed; you're welcome to sign up again."
+)
+
+
+@bp.route("/confirm/<token>", methods=["GET", "POST"])
 def confirm_view(token: str) -> ResponseReturnValue:
-    """Confirm the address and start the course."""
+    """Consent needs a person: GET shows one button, only its POST confirms.
+
+    Mail scanners and link previews fetch every link in a message (GET, sometimes HEAD),
+    so a GET that confirmed would let anyone enrol an address that sits behind such a
+    scanner. A person needs exactly one more click, and no JavaScript: the page is a plain
+    form. The token is the credential (as for the reader's other links), so no CSRF token
+    is needed: a forged POST would need the token itself.
+    """
     course = state()
     try:
-        public_id = course.signer.loads("confirm", token)[0]
+        payload = course.signer.loads("confirm", token)
     except InvalidToken:
-        return error_response(
-            400,
-            "This confirmation link isn't valid or has expired. You can sign up again on "
-            "the course page; it only takes a moment.",
-        )
-    with course.sessions() as session, session.begin():
-        subscriber = confirm(session, public_id, utcnow())
-        if subscriber is None:
-            return error_response(
-                404,
-                "We couldn't find this signup. It may have been removed; you're welcome to "
-                "sign up again.",
+        return error_response(400, CONFIRM_INVALID)
+    public_id = payload[0]
+    number = payload[1] if len(payload) > 1 and isinstance(payload[1], int) else None
+    if request.method == "POST":
+        with course.sessions() as session, session.begin():
+            subscriber = confirm(
+                session, public_id, utcnow(), number, secret_keys=course.settings.secret_keys
             )
+            if subscriber is None:
+                return error_response(404, CONFIRM_GONE)
+            status = subscriber.status
+        return render_template("web/confirmed.html", status=status, statuses=SubscriberStatus)
+    with course.read_sessions() as session:
+        subscriber = by_public_id(session, public_id)
+        if subscriber is None:
+            return error_response(404, CONFIRM_GONE)
         status = subscriber.status
-    return render_template("web/confirmed.html", status=status, statuses=SubscriberStatus)
+    return render_template(
+        "web/confirm.html",
+        status=status,
+        statuses=SubscriberStatus,
+        token=token,
+        total=course.lessons.current().total,
+    )

@@ -11,18 +11,25 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 
 
 @dataclass(frozen=True)
 class RateLimit:
-    """One limit: ``value`` such as "5 per minute", counted per ``key`` (None: client)."""
+    """One limit: ``value`` such as "5 per minute", counted per ``key`` (None: client).
+
+    ``exempt_when``: skip this limit for the current request when it returns True.
+    ``deduct_when``: count only requests whose response it returns True for (the limit is
+    still checked before the view runs). Both are Flask-Limiter's options of the same name.
+    """
 
     value: str
     key: Callable[[], str] | None = None
     scope: str | None = None
+    exempt_when: Callable[[], bool] | None = None
+    deduct_when: Callable[[Response], bool] | None = None
 
 
 def init_limiter(app: Flask) -> Limiter:
@@ -38,7 +45,12 @@ def limit_endpoint(app: Flask, endpoint: str, limits: Iterable[RateLimit]) -> No
     view: Any = app.view_functions[endpoint]
     for limit in limits:
         view = limiter.limit(
-            limit.value, key_func=_safe_key(limit.key), methods=["POST"], scope=limit.scope
+            limit.value,
+            key_func=_safe_key(limit.key),
+            methods=["POST"],
+            scope=limit.scope,
+            exempt_when=limit.exempt_when,
+            deduct_when=limit.deduct_when,
         )(view)
     app.view_functions[endpoint] = view
 
