@@ -111,12 +111,13 @@ def register_extensions(app: Flask, settings: Settings) -> None:
 
 def register_blueprints(app: Flask, settings: Settings) -> None:
     """One blueprint per audience; the outbox viewer only in development."""
-    from course.web import admin, health, links, public
+    from course.web import admin, health, links, public, webhooks
 
     public.init_app(app)
     links.init_app(app)
     admin.init_app(app)
     health.init_app(app)
+    webhooks.init_app(app)
     if settings.development:
         # Never outside development, whatever the transport: the outbox viewer shows
         # readers' addresses and their signed links, without a login.

@@ -32,6 +32,7 @@ from course.config import (
     markdown_table,
     unknown_variables,
 )
+from course.doctor_cli import doctor_command
 from course.logs import install_log_masking
 from course.models import utcnow
 
@@ -606,6 +607,75 @@ def forget_command(email: str, yes: bool) -> None:
     click.echo("Erased.")
 
 
+@main.group("bounces")
+def bounces_group() -> None:
+    """Bounces, complaints and replies that arrive after sending."""
+
+
+@bounces_group.command("check")
+def bounces_check() -> None:
+    """Read COURSE_BOUNCE_MAILBOX_URL and COURSE_REPLIES_MAILBOX_URL now, once."""
+    from course.mailroom import check_all, mailboxes
+
+    course = _state(Need.DATABASE, Need.SECRET)
+    if not mailboxes(course.settings):
+        raise click.ClickException(
+            "No mailbox is configured: set COURSE_BOUNCE_MAILBOX_URL (and, to collect "
+            "replies, COURSE_REPLIES_MAILBOX_URL)."
+        )
+    failed = False
+    for source, outcome in check_all(course.sessions, course.settings, utcnow).items():
+        if isinstance(outcome, str):
+            click.echo(f"{source}: cannot be read: {outcome}", err=True)
+            failed = True
+            continue
+        counts = ", ".join(f"{n} {what}" for what, n in sorted(outcome.items()))
+        click.echo(f"{source}: {counts or 'no messages'}")
+    if failed:
+        click.get_current_context().exit(1)
+
+
+@main.group("dkim")
+def dkim_group() -> None:
+    """DKIM signing keys."""
+
+
+@dkim_group.command("keygen")
+@click.argument("key_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--selector", help="The DKIM selector (default: COURSE_DKIM_SELECTOR).")
+@click.option("--domain", help="The signing domain (default: the From address's domain).")
+def dkim_keygen(key_file: Path, selector: str | None, domain: str | None) -> None:
+    """Write a new private key to KEY_FILE and print the DNS record to publish."""
+    from email.utils import parseaddr
+
+    from course.dkim import dns_record, generate_key
+
+    settings = _settings()
+    selector = selector or settings.dkim_selector
+    from_domain = parseaddr(settings.mail_from)[1].rpartition("@")[2]
+    domain = domain or settings.dkim_domain or from_domain
+    if not domain:
+        raise click.BadParameter("give --domain, or set COURSE_MAIL_FROM", param_hint="--domain")
+    if key_file.exists():
+        raise click.ClickException(f"{key_file} exists: a key is never overwritten.")
+    pem = generate_key()
+    try:
+        with key_file.open("xb") as handle:
+            key_file.chmod(0o600)
+            handle.write(pem)
+    except OSError as exc:
+        raise click.ClickException(f"Cannot write {key_file}: {exc.strerror}") from None
+    name, value = dns_record(selector, domain, pem)
+    click.echo(f"Wrote the private key to {key_file} (readable by its owner only).")
+    click.echo("Publish this TXT record in your DNS:")
+    click.echo(f'  {name}  TXT  "{value}"')
+    click.echo(
+        f"Then set COURSE_DKIM_KEY_FILE={key_file} and COURSE_DKIM_SELECTOR={selector}"
+        + ("" if domain == from_domain else f" and COURSE_DKIM_DOMAIN={domain}")
+        + ", and check with `course doctor`."
+    )
+
+
 @main.group("lessons")
 def lessons_group() -> None:
     """The lesson files."""
@@ -626,6 +696,9 @@ def lessons_check() -> None:
     if report.problems:
         click.echo(f"{len(report.problems)} problem(s) found.", err=True)
         click.get_current_context().exit(1)
+
+
+main.add_command(doctor_command)  # defined in its own module, course/doctor_cli.py
 
 
 if __name__ == "__main__":  # pragma: no cover

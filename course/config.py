@@ -292,6 +292,85 @@ class Settings(BaseSettings):
         description="`/healthz` fails when this many deliveries failed in 24 h (bounced "
         "readers aside).",
     )
+    # -- deliverability (docs/deliverability.md) --------------------------------------------
+    reply_to: str = Field(
+        "",
+        description="Where a reader's reply goes (a mailbox someone at the practice reads), "
+        "e.g. `Your Practice <hello@yourpractice.example>`.",
+        json_schema_extra=_doc("none: replies go to the From address"),
+    )
+    list_id: str = Field(
+        "",
+        description="The `List-Id` header, e.g. `Insecurity course <course.yourpractice.example>`.",
+        json_schema_extra=_doc("the practice's name and `course.<From domain>`"),
+    )
+    ehlo_name: str = Field(
+        "",
+        description="The name this server gives in SMTP's EHLO (a name that resolves to it).",
+        json_schema_extra=_doc("this machine's fully qualified name"),
+    )
+    bounce_address: str = Field(
+        "",
+        description="The envelope sender (Return-Path) where bounces go, e.g. "
+        "`bounces@yourpractice.example`. Its mailbox is what COURSE_BOUNCE_MAILBOX_URL reads.",
+        json_schema_extra=_doc("the From address"),
+    )
+    verp: bool = Field(
+        False,
+        description="Give every delivery its own envelope sender, `bounces+<id>@…` (the "
+        "relay and the bounce mailbox must accept `+` addresses), so a bounce names its "
+        "delivery without parsing.",
+    )
+    dkim_key_file: Path | None = Field(
+        None,
+        description="A PEM private key: the app signs every message with DKIM "
+        "(`course dkim keygen` writes one and prints the DNS record).",
+        json_schema_extra=_doc("none: no signing in the app"),
+    )
+    dkim_selector: str = Field("course", description="The DKIM selector (`<selector>._domainkey`).")
+    dkim_domain: str = Field(
+        "",
+        description="The DKIM signing domain (`d=`); it must align with the From domain.",
+        json_schema_extra=_doc("the From address's domain"),
+    )
+    bounce_mailbox_url: str = Field(
+        "",
+        description="A mailbox of bounces and complaints, read by the scheduler: "
+        "`imaps://user:pass@host/INBOX`, `imap://…` (STARTTLS), `pop3s://…`, `pop3://…`.",
+        json_schema_extra=_doc("none"),
+    )
+    replies_mailbox_url: str = Field(
+        "",
+        description="A mailbox of readers' replies (the Reply-To's), collected into each "
+        "reader's timeline in the admin. Same forms as COURSE_BOUNCE_MAILBOX_URL.",
+        json_schema_extra=_doc("none"),
+    )
+    mailbox_check_minutes: int = Field(
+        10, ge=1, le=1440, description="How often the scheduler reads those mailboxes."
+    )
+    soft_bounce_limit: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Soft bounces in a row after which a reader counts as bounced.",
+    )
+    mailgun_signing_key: SecretStr | None = Field(
+        None,
+        description="Mailgun's webhook signing key: enables `POST /webhooks/mailgun`.",
+        json_schema_extra=_doc("none: the webhook is off"),
+    )
+    sendgrid_verification_key: str = Field(
+        "",
+        description="SendGrid's signed event webhook verification key (base64 public "
+        "key): enables `POST /webhooks/sendgrid`.",
+        json_schema_extra=_doc("none: the webhook is off"),
+    )
+    postmark_webhook_auth: SecretStr | None = Field(
+        None,
+        description="`user:password` that Postmark's webhook sends (basic auth): enables "
+        "`POST /webhooks/postmark`.",
+        json_schema_extra=_doc("none: the webhook is off"),
+    )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
 
     # -- validation of single values ----------------------------------------------------
@@ -467,21 +546,29 @@ class Settings(BaseSettings):
     def _mail_problems(self) -> list[str]:
         """The mail URL's options, and a claim lease that outlasts the longest send (or
         another sender could take a message still on its way and send it again)."""
+        found = []
+        if self.dkim_key_file:
+            from course.dkim import DkimError, DkimSigner
+
+            try:
+                DkimSigner.from_file(self.dkim_key_file, self.dkim_selector, "check")
+            except DkimError as exc:
+                found.append(f"COURSE_DKIM_KEY_FILE ({self.dkim_key_file}) cannot be used: {exc}")
         if self.uses_outbox:
-            return []
+            return found
         from course.mail.smtp import SMTPTransport
 
         try:
             transport = SMTPTransport.from_url(self.mail_url)
         except ValueError as exc:
-            return [str(exc)]
+            return [*found, str(exc)]
         longest = transport.timeout * 3 + transport.data_timeout  # connect, MAIL, RCPT, DATA
         if self.claim_lease_seconds <= longest:
-            return [
+            found.append(
                 f"COURSE_CLAIM_LEASE_SECONDS ({self.claim_lease_seconds}) must be longer than "
                 f"the longest send allowed by COURSE_MAIL_URL's timeouts ({longest:.0f} s)"
-            ]
-        return []
+            )
+        return found
 
     def require(self, *needs: Need) -> Settings:
         """Return self if it serves ``needs``, else raise :class:`ConfigError` naming all

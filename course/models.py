@@ -109,6 +109,9 @@ class Subscriber(Base):
     # Which run of the course the reader is on: coming back after leaving starts a new run
     # (lesson 1 again) and keeps the earlier runs' history.
     run: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Soft bounces since the reader last showed they read their mail (a click, a page);
+    # COURSE_SOFT_BOUNCE_LIMIT in a row count as a hard bounce (course.bounces).
+    soft_bounces: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     name: Mapped[str | None] = mapped_column(String(100))
     timezone: Mapped[str] = mapped_column(String(64))
     send_hour: Mapped[int | None] = mapped_column(Integer)  # None: the practice's default
@@ -235,6 +238,10 @@ class EventKind(enum.StrEnum):
     RESEND = "resend"  # an operator re-sent a lesson
     EXPORT = "export"  # data exported (by the reader or an operator)
     ERASE = "erase"  # an operator erased a subscriber (the event itself is anonymous)
+    BOUNCE = "bounce"  # a bounce arrived after sending; value: "hard:5.1.1" or "soft:4.2.2"
+    COMPLAINT = "complaint"  # a spam complaint (feedback loop); value: the feedback type
+    REPLY = "reply"  # the reader wrote back (the text is in replies, never here)
+    AUTO_REPLY = "auto_reply"  # an out-of-office answer: counted, not shown as a reply
 
 
 class Event(Base):
@@ -272,6 +279,36 @@ class Operator(Base):
     # was made in (``AdminUser.get_id``); logging out raises it, which ends every session
     # and remember-me cookie made before, including copies of the cookie.
     session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Reply(Base):
+    """What a reader wrote back, collected from the replies mailbox: private, like a note
+    (shown only to staff, exported with the reader's data, erased with them)."""
+
+    __tablename__ = "replies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    lesson: Mapped[int | None] = mapped_column(Integer)  # the lesson they answered, if known
+    subject: Mapped[str | None] = mapped_column(String(300))
+    text: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InboundMessage(Base):
+    """A message from a bounce or replies mailbox, or a provider's webhook event, that was
+    handled: its fingerprint makes sure nothing is applied twice, even when the mailbox
+    could not be told in time (a crash between the database and the mailbox)."""
+
+    __tablename__ = "inbound_messages"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32))  # "bounces", "replies", "mailgun", ...
+    mailbox_id: Mapped[str | None] = mapped_column(String(200))  # POP3 keeps these on the server
+    outcome: Mapped[str] = mapped_column(String(32))  # what it did; "kept" when unusable
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class SignupRequest(Base):

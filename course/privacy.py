@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from course.models import Delivery, Event, LessonProgress, Subscriber, SubscriberStatus
+from course.models import Delivery, Event, LessonProgress, Reply, Subscriber, SubscriberStatus
 from course.subscriptions import suppress
 
 
@@ -67,6 +67,12 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
                 "note_at": _iso(p.note_at),
             }
             for p in progress
+        ],
+        "replies": [
+            {"lesson": r.lesson, "subject": r.subject, "text": r.text, "at": _iso(r.received_at)}
+            for r in session.scalars(
+                select(Reply).where(Reply.subscriber_id == subscriber.id).order_by(Reply.id)
+            )
         ],
         "events": [
             {"kind": e.kind, "lesson": e.lesson, "value": e.value, "at": _iso(e.created_at)}

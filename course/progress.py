@@ -68,7 +68,10 @@ def record_event(
     via: str = "page",
     operator_id: int | None = None,
 ) -> Event:
-    """Store one event."""
+    """Store one event. A reader's own action (a click, a page) also shows that their
+    mailbox works: it ends a run of soft bounces (course.bounces)."""
+    if subscriber is not None and via in ("link", "page") and subscriber.soft_bounces:
+        subscriber.soft_bounces = 0
     event = Event(
         subscriber_id=subscriber.id if subscriber else None,
         lesson=lesson,

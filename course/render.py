@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import html
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,8 @@ import idna
 from jinja2 import Environment, StrictUndefined, select_autoescape
 
 from course.config import Settings
+from course.dkim import DkimSigner
+from course.envelope import bounce_address
 from course.lessons import Lesson, LessonSet
 from course.resources import template_loader
 from course.tokens import Signer
@@ -136,6 +139,15 @@ class Reader:
 SAMPLE_READER = Reader("sample-reader", "reader@example.org", "Sam")
 
 
+def _list_id(settings: Settings, from_domain: str) -> str:
+    """The List-Id header's value (RFC 2919): COURSE_LIST_ID, or the practice's name and
+    ``course.<From domain>``."""
+    if settings.list_id:
+        return _encode_header(settings.list_id)
+    name = settings.practice_name.replace("\\", "").replace('"', "")
+    return _encode_header(f'"{name}" <course.{from_domain}>')
+
+
 def envelope_address(email: str) -> str:
     """The address to put on the wire: an internationalised domain in its ASCII (IDNA) form.
 
@@ -185,11 +197,31 @@ class Renderer:
         # Keyed by the set itself, not id(): a freed set's id can be reused by the next one.
         self._cache: dict[tuple[str, int], CompiledEmail] = {}
         self._cache_for: LessonSet | None = None
-        self.envelope_from = parseaddr(settings.mail_from)[1] or "course@localhost"
+        self.envelope_from = bounce_address(settings)
         display, address = parseaddr(settings.mail_from)
         self._from_header = (
             formataddr((display, address), charset="utf-8") if display else address
         ) or "course@localhost"
+        from_domain = (address or "course@localhost").rpartition("@")[2].lower()
+        # Headers that are the same in every message, encoded once.
+        extra = [f"List-Id: {_list_id(settings, from_domain)}"]
+        if settings.reply_to:
+            name, reply = parseaddr(settings.reply_to)
+            extra.append(f"Reply-To: {_address_header(name, reply)}")
+        self._extra_headers = "".join(f"{line}\r\n" for line in extra)
+        self._dkim_domain = settings.dkim_domain or from_domain
+        self._dkim: DkimSigner | None = None
+
+    @property
+    def dkim(self) -> DkimSigner | None:
+        """The DKIM signer, loaded at the first message (a process that only reads the
+        database never needs the key; one that sends checks it at start, see
+        Settings.problems)."""
+        if self._dkim is None and self.settings.dkim_key_file:
+            self._dkim = DkimSigner.from_file(
+                self.settings.dkim_key_file, self.settings.dkim_selector, self._dkim_domain
+            )
+        return self._dkim
 
     def _compile(self, template: str, lessons: LessonSet, **context: object) -> CompiledEmail:
         slots = _Slots()
@@ -260,12 +292,17 @@ class Renderer:
         }
         return {slot: makers[slot]() for slot in slots if slot in makers}
 
-    def message_id(self, kind: str, number: int, public_id: str, generation: int = 0) -> str:
+    def message_id(
+        self, kind: str, number: int, public_id: str, generation: int = 0, *, test: bool = False
+    ) -> str:
         """The same Message-ID for the same reader and email, so a resend can be deduplicated.
 
-        An operator's deliberate re-send (``generation`` > 0) gets its own id.
+        An operator's deliberate re-send (``generation`` > 0) gets its own id, and so does
+        every test send: a mail app would otherwise hide a second test after an edit.
         """
         again = f"-r{generation}" if generation else ""
+        if test:
+            again = f"-test-{secrets.token_hex(6)}"
         return f"<{kind}-{number}{again}.{public_id}@{self.settings.mail_domain}>"
 
     def build(
@@ -276,8 +313,12 @@ class Renderer:
         lessons: LessonSet,
         now: datetime,
         generation: int = 0,
+        *,
+        test: bool = False,
     ) -> bytes:
-        """The finished message as CRLF bytes, ready for SMTP.
+        """The finished message as CRLF bytes, ready for SMTP (DKIM-signed when configured).
+
+        ``test``: a test send, with "[Test]" in the subject and a Message-ID of its own.
 
         Assembled from pre-encoded pieces rather than with ``email.message``: that package
         takes milliseconds per message, several times an SMTP round trip. The tests parse
@@ -294,12 +335,15 @@ class Renderer:
         # local part stays UTF-8 (the relay must offer SMTPUTF8).
         to_header = _address_header(name, to)
         boundary = f"=_course_{number}_{generation}"  # "=_" cannot occur in QP-encoded text
+        subject = _encode_header(f"[Test] {compiled.subject}") if test else compiled.subject_header
+        message_id = self.message_id(kind, number, reader.public_id, generation, test=test)
         head = (
             f"From: {self._from_header}\r\n"
             f"To: {to_header}\r\n"
-            f"Subject: {compiled.subject_header}\r\n"
+            f"Subject: {subject}\r\n"
             f"Date: {format_datetime(now)}\r\n"
-            f"Message-ID: {self.message_id(kind, number, reader.public_id, generation)}\r\n"
+            f"Message-ID: {message_id}\r\n"
+            f"{self._extra_headers}"
             f"List-Unsubscribe: <{values['unsubscribe_url']}>\r\n"
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
             "Auto-Submitted: auto-generated\r\n"
@@ -311,7 +355,7 @@ class Renderer:
             '--{b}\r\nContent-Type: text/{kind}; charset="utf-8"\r\n'
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
         )
-        return b"".join(
+        message = b"".join(
             (
                 head.encode("utf-8"),
                 part.format(b=boundary, kind="plain").encode(),
@@ -322,3 +366,4 @@ class Renderer:
                 f"\r\n--{boundary}--\r\n".encode(),
             )
         )
+        return message if self.dkim is None else self.dkim.sign(message)

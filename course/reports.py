@@ -24,6 +24,7 @@ from course.models import (
     DeliveryStatus,
     Event,
     EventKind,
+    InboundMessage,
     LessonProgress,
     SchedulerTick,
     Subscriber,
@@ -356,4 +357,69 @@ def alarms(session: Session, now: datetime, tick_seconds: float, max_delay: time
         oldest_due=oldest,
         failed_24h=failed_24h,
         failed_total=failed_total,
+    )
+
+
+@dataclass(frozen=True)
+class Deliverability:
+    """What came back after sending, over ``days`` days (the dashboard's last section)."""
+
+    days: int
+    sent: int
+    hard_bounces: int
+    soft_bounces: int
+    complaints: int
+    replies: int
+    auto_replies: int
+    kept: int  # mailbox messages that matched no reader or could not be read
+
+    @property
+    def complaint_rate(self) -> float:
+        """Complaints per message sent: Gmail and Yahoo want it under 0.3 % (0.1 % is safe)."""
+        return self.complaints / self.sent if self.sent else 0.0
+
+
+def deliverability(session: Session, now: datetime, days: int = 30) -> Deliverability:
+    """Bounces, complaints and replies of the last ``days`` days."""
+    since = now - timedelta(days=days)
+    kinds = dict(
+        session.execute(
+            select(Event.kind, func.count())
+            .where(
+                Event.created_at >= since,
+                Event.kind.in_([EventKind.COMPLAINT, EventKind.REPLY, EventKind.AUTO_REPLY]),
+            )
+            .group_by(Event.kind)
+        ).all()
+    )
+    hard_or_soft = func.substr(Event.value, 1, 4).label("hard_or_soft")  # "hard:5.1.1"
+    bounces: dict[str, int] = dict(
+        session.execute(
+            select(hard_or_soft, func.count())
+            .where(Event.created_at >= since, Event.kind == EventKind.BOUNCE)
+            .group_by(hard_or_soft)
+        ).all()
+    )
+    sent = _scalar(
+        session,
+        select(func.count()).where(
+            Delivery.sent_at >= since, Delivery.status == DeliveryStatus.SENT
+        ),
+    )
+    kept = _scalar(
+        session,
+        select(func.count()).where(
+            InboundMessage.created_at >= since,
+            InboundMessage.outcome.in_(["unmatched", "unusable"]),
+        ),
+    )
+    return Deliverability(
+        days=days,
+        sent=sent,
+        hard_bounces=int(bounces.get("hard", 0)),
+        soft_bounces=int(bounces.get("soft", 0)),
+        complaints=int(kinds.get(EventKind.COMPLAINT, 0)),
+        replies=int(kinds.get(EventKind.REPLY, 0)),
+        auto_replies=int(kinds.get(EventKind.AUTO_REPLY, 0)),
+        kept=kept,
     )

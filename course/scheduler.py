@@ -23,6 +23,7 @@ from course.checks import log_content_problems
 from course.config import Settings
 from course.db import make_engine, make_sessionmaker
 from course.mail import transport_from_url
+from course.mailroom import check_all, mailboxes
 from course.models import utcnow
 from course.privacy import purge_pending
 from course.sending import Sender
@@ -40,7 +41,8 @@ def build_sender(settings: Settings) -> Sender:
     engine = make_engine(
         settings.database_url, asynchronous_commit=True, pool_size=pool_size, max_overflow=4
     )
-    return Sender(settings, make_sessionmaker(engine), transport_from_url(settings.mail_url))
+    transport = transport_from_url(settings.mail_url, ehlo_name=settings.ehlo_name)
+    return Sender(settings, make_sessionmaker(engine), transport)
 
 
 def check_content(sender: Sender, who: str) -> None:
@@ -76,6 +78,22 @@ def run_housekeeping(sender: Sender) -> int:
     return purged
 
 
+def run_mailboxes(sender: Sender) -> None:
+    """Read the bounce and replies mailboxes (course.mailroom); errors are logged."""
+    try:
+        results = check_all(sender.sessions, sender.settings, sender.clock)
+    except Exception:
+        log.exception("mailboxes failed worker=%s", sender.worker)
+        return
+    for source, outcome in results.items():
+        counts = (
+            outcome
+            if isinstance(outcome, str)
+            else " ".join(f"{k}={v}" for k, v in sorted(outcome.items()))
+        )
+        log.info("mailbox=%s worker=%s %s", source, sender.worker, counts or "empty")
+
+
 def _add_job(scheduler: BaseScheduler, sender: Sender, settings: Settings) -> None:
     scheduler.add_job(
         run_tick,
@@ -88,6 +106,19 @@ def _add_job(scheduler: BaseScheduler, sender: Sender, settings: Settings) -> No
         coalesce=True,  # ticks missed while busy collapse into one
         misfire_grace_time=None,
     )
+    if mailboxes(settings):
+        # Several senders may read the same mailbox: each message's fingerprint is
+        # committed with its effect, so none is applied twice.
+        scheduler.add_job(
+            run_mailboxes,
+            "interval",
+            args=[sender],
+            minutes=settings.mailbox_check_minutes,
+            id="course-mailboxes",
+            next_run_time=datetime.now(utcnow().tzinfo),
+            max_instances=1,
+            coalesce=True,
+        )
     # Every sender runs it; the DELETE is idempotent, so several at once do no harm.
     scheduler.add_job(
         run_housekeeping,

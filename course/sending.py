@@ -38,6 +38,7 @@ from sqlalchemy import bindparam, case, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.config import Settings
+from course.envelope import envelope_sender
 from course.lessons import LessonLibrary, LessonSet
 from course.mail import Connection, MaybeDelivered, PermanentError, TransientError, Transport
 from course.models import (
@@ -52,7 +53,7 @@ from course.models import (
 from course.render import Reader, Renderer, envelope_address
 from course.resources import lessons_dir
 from course.schedule import next_lesson_due, send_hour
-from course.subscriptions import lesson_params, upsert_lesson
+from course.subscriptions import lesson_params, mark_bounced, upsert_lesson
 from course.tokens import Signer
 
 log = logging.getLogger("course.sending")
@@ -430,7 +431,8 @@ class Sender:
         if self.throttle is not None:
             self.throttle.wait(self.stopping)
         try:
-            conn.send(self.renderer.envelope_from, envelope_address(item.email), message)
+            sender = envelope_sender(self.settings, item.id)  # per delivery with VERP
+            conn.send(sender, envelope_address(item.email), message)
         except MaybeDelivered as exc:
             return self._record_unacknowledged(db, item, str(exc), lessons.total)
         except TransientError as exc:
@@ -566,17 +568,6 @@ class Sender:
             if not error.bounce:
                 log.warning("delivery=%s refused: %s", delivery_id, str(error)[:200])
                 return "failed"
-            subscriber: Subscriber = delivery.subscriber
-            subscriber.status = SubscriberStatus.BOUNCED
-            subscriber.unsubscribed_at = now
-            session.execute(
-                update(Delivery)
-                .where(
-                    Delivery.subscriber_id == subscriber.id,
-                    Delivery.status == DeliveryStatus.QUEUED,
-                    Delivery.id != delivery_id,
-                )
-                .values(status=DeliveryStatus.CANCELLED, claimed_by=None)
-            )
+            mark_bounced(session, delivery.subscriber, now, reason="refused at sending")
         log.warning("delivery=%s bounced", delivery_id)
         return "failed"

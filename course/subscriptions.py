@@ -573,6 +573,20 @@ def unsubscribe(
     return True
 
 
+def mark_bounced(
+    session: Session, subscriber: Subscriber, now: datetime, *, reason: str, via: str = "relay"
+) -> bool:
+    """The reader's mailbox does not take mail (a hard bounce, at sending or after): nothing
+    more is sent to them. The bounce is recorded as an event. False if already out."""
+    record_event(session, subscriber, EventKind.BOUNCE, now, value=f"hard:{reason}"[:64], via=via)
+    if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
+        return False
+    subscriber.status = SubscriberStatus.BOUNCED
+    subscriber.unsubscribed_at = now
+    _cancel_queued(session, subscriber, (DeliveryKind.LESSON, DeliveryKind.CONFIRM))
+    return True
+
+
 def set_schedule(
     session: Session,
     subscriber: Subscriber,

@@ -17,7 +17,7 @@ def test_preview_prints_both_parts(runner: CourseRunner) -> None:
     result = runner.invoke(args=["preview", "3"])
     assert result.exit_code == 0, result.output
     assert "Subject: Day 3 of 5" in result.output
-    assert "DAY 3 OF 5" in result.output  # text part
+    assert "Day 3 of 5: Becoming kinder to yourself\n=====" in result.output  # text part
     assert "<!DOCTYPE html>" in result.output  # HTML part
 
 
@@ -39,7 +39,7 @@ def test_send_test_goes_through_the_configured_transport(
     )
     result = CourseRunner(app).invoke(args=["send-test", "2", "--to", "me@example.org"])
     assert result.exit_code == 0, result.output
-    assert parse(handler.messages[0].data)["Subject"].startswith("Day 2 of 5")
+    assert parse(handler.messages[0].data)["Subject"].startswith("[Test] Day 2 of 5")
     bad = CourseRunner(app).invoke(args=["send-test", "2", "--to", "not an address"])
     assert bad.exit_code == 2 and "--to" in bad.output
     app.extensions["course"].engine.dispose()

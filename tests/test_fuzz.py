@@ -339,6 +339,7 @@ def test_accepted_signups_never_add_a_mail_header(
             b"subject",
             b"date",
             b"message-id",
+            b"list-id",
             b"list-unsubscribe",
             b"list-unsubscribe-post",
             b"auto-submitted",

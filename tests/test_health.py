@@ -190,11 +190,15 @@ def test_failures_of_bounced_readers_do_not_count(
 
 def admin_client(app: Flask) -> Any:
     """A test client signed in as an operator, through the login form."""
+    from sqlalchemy import select
+
+    from course.models import Operator
     from course.operators import create_operator
     from tests.helpers import forms
 
     with app.extensions["course"].sessions() as session, session.begin():
-        create_operator(session, "kim@example.org", "a long password 123", "UTC")
+        if session.scalars(select(Operator)).first() is None:
+            create_operator(session, "kim@example.org", "a long password 123", "UTC")
     client = app.test_client()
     form = forms(client.get("/admin/login").get_data(as_text=True))[0]
     form.fields.update(email="kim@example.org", password="a long password 123")

@@ -75,15 +75,16 @@ class Transport(Protocol):
         """A connection for one batch; closed when the ``with`` block ends."""
 
 
-def transport_from_url(url: str) -> Transport:
-    """Build the transport described by ``url`` (see the module docstring)."""
+def transport_from_url(url: str, *, ehlo_name: str = "") -> Transport:
+    """Build the transport described by ``url`` (see the module docstring); ``ehlo_name``
+    is the name given in SMTP's EHLO (empty: this machine's fully qualified name)."""
     from course.mail.outbox import OutboxTransport
     from course.mail.smtp import SMTPTransport
 
     if url.startswith("outbox:"):
         return OutboxTransport(url.removeprefix("outbox:") or "outbox")
     if url.split("://", 1)[0] in ("smtp", "smtp+starttls", "smtps"):
-        return SMTPTransport.from_url(url)
+        return SMTPTransport.from_url(url, ehlo_name=ehlo_name)
     raise ValueError(
         f"COURSE_MAIL_URL must start with outbox:, smtp://, smtp+starttls:// or smtps://,"
         f" got {url.split(':', 1)[0]!r}"

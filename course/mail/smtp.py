@@ -42,6 +42,7 @@ class SMTPTransport:
     timeout: float = 30.0  # seconds: connecting, each reply and write outside DATA
     verify: bool = True
     data_timeout: float = 600.0  # seconds: the DATA phase, up to the end-of-data reply
+    ehlo_name: str = ""  # the name in EHLO; empty: this machine's fully qualified name
 
     def __post_init__(self) -> None:
         for name in ("timeout", "data_timeout"):
@@ -50,7 +51,7 @@ class SMTPTransport:
                 raise ValueError(f"SMTP {name} must be a positive number of seconds, got {value!r}")
 
     @classmethod
-    def from_url(cls, url: str) -> SMTPTransport:
+    def from_url(cls, url: str, *, ehlo_name: str = "") -> SMTPTransport:
         """Parse ``smtp://``, ``smtp+starttls://`` or ``smtps://`` URLs."""
         parts = urlsplit(url)
         security = {"smtp": "none", "smtp+starttls": "starttls", "smtps": "tls"}[parts.scheme]
@@ -67,6 +68,7 @@ class SMTPTransport:
             timeout=_seconds(query, "timeout", 30.0),
             data_timeout=_seconds(query, "data_timeout", 600.0),
             verify=query.get("verify", ["true"])[0].lower() not in ("false", "0", "no"),
+            ehlo_name=ehlo_name,
         )
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -82,10 +84,19 @@ class SMTPTransport:
             client: smtplib.SMTP
             if self.security == "tls":
                 client = smtplib.SMTP_SSL(
-                    self.host, self.port, timeout=self.timeout, context=self._tls_context()
+                    self.host,
+                    self.port,
+                    local_hostname=self.ehlo_name or None,
+                    timeout=self.timeout,
+                    context=self._tls_context(),
                 )
             else:
-                client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+                client = smtplib.SMTP(
+                    self.host,
+                    self.port,
+                    local_hostname=self.ehlo_name or None,
+                    timeout=self.timeout,
+                )
             client.ehlo()
             if self.security == "starttls":
                 client.starttls(context=self._tls_context())

@@ -36,6 +36,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
+from course.bounces import replies_of
 from course.extensions import login_manager, state
 from course.mail import DeliveryError
 from course.models import (
@@ -52,7 +53,14 @@ from course.operators import authenticate, end_sessions, find_operator
 from course.privacy import erase, export_data
 from course.progress import record_event
 from course.render import SAMPLE_READER
-from course.reports import Filters, funnel, health, per_lesson, stalled_readers
+from course.reports import (
+    Filters,
+    deliverability,
+    funnel,
+    health,
+    per_lesson,
+    stalled_readers,
+)
 from course.schedule import parse_lesson_number
 from course.security import keyed_hash
 from course.subscriptions import pause, resend_lesson, resume, retry_failed, unsubscribe
@@ -337,6 +345,7 @@ def dashboard() -> ResponseReturnValue:
         steps = funnel(session, filters, total)
         lessons = per_lesson(session, filters, titles, total)
         pulse = health(session, utcnow(), course.settings.tick_seconds)
+        returns = deliverability(session, utcnow())
         sources = [
             s
             for s in session.scalars(
@@ -350,6 +359,7 @@ def dashboard() -> ResponseReturnValue:
         signed_up=signed_up,
         lessons=lessons,
         health=pulse,
+        returns=returns,
         filters=filters,
         errors=errors,
         sources=sorted(sources),
@@ -433,9 +443,11 @@ def subscriber_detail(public_id: str) -> ResponseReturnValue:
             .where(LessonProgress.subscriber_id == subscriber.id)
             .order_by(LessonProgress.lesson)
         ).all()
+        replies = replies_of(session, subscriber)
     timeline = sorted(
         [("delivery", d.sent_at or d.due_at, d) for d in deliveries]
-        + [("event", e.created_at, e) for e in events],
+        + [("event", e.created_at, e) for e in events if e.kind != EventKind.REPLY]
+        + [("reply", r.received_at, r) for r in replies],
         key=lambda item: item[1],
     )
     sent_lessons = sorted({d.number for d in deliveries if d.kind == "lesson" and d.sent_at})

@@ -24,5 +24,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.drop_column("generation")
+    op.drop_column("deliveries", "generation")  # plain DROP COLUMN: see 0006

@@ -35,5 +35,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_deliveries_failed_at", table_name="deliveries")
-    with op.batch_alter_table("deliveries", schema=None) as batch_op:
-        batch_op.drop_column("failed_at")
+    op.drop_column("deliveries", "failed_at")  # plain DROP COLUMN: see 0006

@@ -16,13 +16,16 @@ branch_labels = None
 depends_on = None
 
 
+# Plain ADD/DROP COLUMN (SQLite has both since 3.35): a batch operation would rebuild the
+# table from its reflection, which cannot see the expression index on lower(email).
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("operators", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("session_version", sa.Integer(), nullable=False, server_default="0")
-        )
+    op.add_column(
+        "operators",
+        sa.Column("session_version", sa.Integer(), nullable=False, server_default="0"),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("operators", schema=None) as batch_op:
-        batch_op.drop_column("session_version")
+    op.drop_column("operators", "session_version")
