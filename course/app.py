@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask
+from flask import Flask, g
 
 from course.checks import check_templates, log_content_problems
 from course.config import ALL_NEEDS, Settings, load_settings, secret_key_problem
+from course.crisis import country_for_timezone
 from course.logs import install_log_masking
 from course.models import utcnow
 from course.resources import template_loader
@@ -145,9 +146,22 @@ def register_security_headers(app: Flask, settings: Settings) -> None:
 def register_context(app: Flask, settings: Settings) -> None:
     """What every page's template may use."""
 
+    default_country = country_for_timezone(settings.default_timezone)
+
     @app.context_processor
-    def _practice() -> dict[str, str]:
-        return {"practice_name": settings.practice_name, "crisis_text": settings.crisis_text}
+    def _practice() -> dict[str, object]:
+        # Reader pages set g.reader_country (course.web.links); everyone else sees the
+        # practice's own country's resources.
+        country = g.get("reader_country", default_country)
+        return {
+            "practice_name": settings.practice_name,
+            "crisis_text": settings.crisis_text,
+            "crisis": app.extensions["course"].renderer.crisis_for(country),
+            "privacy_url": settings.privacy_url,
+            "imprint_url": settings.imprint_url,
+            "postal_address": settings.postal_address,
+            "notes_notice": settings.notes_notice,
+        }
 
 
 def check_content_at_start(app: Flask) -> None:

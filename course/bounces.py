@@ -31,6 +31,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from course.care import RiskPhrases, flag
 from course.envelope import delivery_from_verp
 from course.feedback import Feedback, FeedbackKind
 from course.models import (
@@ -93,6 +94,7 @@ def apply_feedback(
     soft_bounce_limit: int,
     now: datetime,
     via: str,
+    phrases: RiskPhrases | None = None,
 ) -> str:
     """Apply one report; returns what it did ("bounced", "soft-bounce", "complaint",
     "reply", "auto-reply", "delayed") or "unmatched" / "unusable" (nothing applied)."""
@@ -134,15 +136,17 @@ def apply_feedback(
         record_event(session, subscriber, EventKind.AUTO_REPLY, now, lesson=lesson, via=via)
         return "auto-reply"
     # A person wrote back.
-    session.add(
-        Reply(
-            subscriber_id=subscriber.id,
-            lesson=lesson,
-            subject=(feedback.subject or "")[:300] or None,
-            text=feedback.text or "",
-            received_at=now,
-        )
+    reply = Reply(
+        subscriber_id=subscriber.id,
+        lesson=lesson,
+        subject=(feedback.subject or "")[:300] or None,
+        text=feedback.text or "",
+        received_at=now,
     )
+    session.add(reply)
+    session.flush()
+    matched = phrases.match(f"{reply.subject or ''}\n{reply.text}") if phrases else []
+    reply.risk = flag(session, f"reply:{reply.id}", matched, now)
     record_event(session, subscriber, EventKind.REPLY, now, lesson=lesson, via=via)
     return "reply"
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 from jinja2 import Environment, TemplateError, TemplateNotFound, TemplateSyntaxError
 
+from course.crisis import stale, unverified
 from course.lessons import LessonSet
-from course.render import SAMPLE_READER, Renderer
+from course.render import Renderer, sample_reader
 
 log = logging.getLogger("course.checks")
 
@@ -86,7 +87,7 @@ def check_content(renderer: Renderer, lessons: LessonSet, now: datetime) -> Cont
     for kind, number, label in emails:
         where = lessons.lessons[number].path.name if kind == "lesson" else "email/confirm.*"
         try:
-            renderer.build(kind, number, SAMPLE_READER, lessons, now)
+            renderer.build(kind, number, sample_reader(renderer.settings), lessons, now)
         except Exception as exc:  # a template, css-inline, a bad value: named all the same
             problem = describe(exc, where)
             if problem not in report.problems:  # a broken template breaks every lesson
@@ -94,6 +95,27 @@ def check_content(renderer: Renderer, lessons: LessonSet, now: datetime) -> Cont
         else:
             report.ok.append(label)
     return report
+
+
+def crisis_warnings(renderer: Renderer, today: date) -> list[str]:
+    """Crisis resources that need a person to check them: not checked for over a year, or
+    never verified against their source (docs/crisis-resources.md)."""
+    warnings = []
+    shown = set(renderer.settings.crisis_countries)
+    data = {c: r for c, r in renderer.crisis.items() if not shown or c in shown or r.is_fallback}
+    for code in stale(data, today):
+        warnings.append(
+            f"crisis resources for {code} were last checked on {data[code].checked}, over a "
+            "year ago: check them against their source and update the date"
+        )
+    unchecked = unverified(data)
+    if unchecked:
+        warnings.append(
+            "crisis resources never verified against their source: "
+            + ", ".join(unchecked)
+            + " (verify the ones for your readers' countries; docs/crisis-resources.md)"
+        )
+    return warnings
 
 
 class ContentMonitor:

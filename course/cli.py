@@ -235,12 +235,13 @@ def config_command(markdown: bool) -> None:
 @click.option("--part", type=click.Choice(["both", "text", "html"]), default="both")
 def preview_command(day: int, part: str) -> None:
     """Print lesson DAY as a sample reader would get it, without sending."""
-    from course.render import SAMPLE_READER
+    from course.render import sample_reader
 
     renderer, lessons = _content()
     _require_lesson(lessons, day)
-    compiled = renderer.compiled("lesson", day, lessons)
-    values = renderer.slot_values(compiled.slots, SAMPLE_READER, "lesson", day)
+    reader = sample_reader(renderer.settings)
+    compiled = renderer.compiled("lesson", day, lessons, reader.country)
+    values = renderer.slot_values(compiled.slots, reader, "lesson", day)
     html, text = compiled.fill(values)
     click.echo(f"Subject: {compiled.subject}\n")
     if part in ("both", "text"):
@@ -295,6 +296,9 @@ def _check_timezone(_ctx: click.Context, _param: click.Parameter, value: str) ->
     return value
 
 
+_ROLES = ("owner", "therapist", "assistant")
+
+
 @admin_group.command("create")
 @click.argument("email")
 @click.option(
@@ -304,26 +308,91 @@ def _check_timezone(_ctx: click.Context, _param: click.Parameter, value: str) ->
     callback=_check_timezone,
     help="IANA time zone the admin pages show times in, e.g. Europe/Berlin.",
 )
-def admin_create(email: str, timezone: str) -> None:
+@click.option(
+    "--role",
+    type=click.Choice(_ROLES),
+    help="What they may do: owner (everything, staff accounts included), therapist (also "
+    'readers\' notes and replies, and "Needs a look"), assistant (subscribers and lessons, '
+    "never notes). Default: owner for the first account; required for every later one.",
+)
+def admin_create(email: str, timezone: str, role: str | None) -> None:
     """Create an operator account for EMAIL (asks for the password)."""
     from email_validator import EmailNotValidError, validate_email
 
-    from course.operators import OperatorError, create_operator
+    from course.operators import OperatorError, create_operator, default_role, find_operator
 
-    # Check the address before asking for a password twice.
+    # Check the address, and that the account can be made, before asking for a password twice.
     try:
         validate_email(email, check_deliverability=False)
     except EmailNotValidError as exc:
         raise click.BadParameter(str(exc), param_hint="EMAIL") from None
+    with _state(Need.DATABASE).read_sessions() as session:
+        if find_operator(session, email) is not None:
+            raise click.ClickException(
+                f"Cannot create the operator: an operator with the address {email} already exists."
+            )
+        if role is None and default_role(session) is None:
+            raise click.UsageError(
+                "Accounts exist already: name the new one's role with --role owner, "
+                "--role therapist or --role assistant."
+            )
     # Only ever from the prompt: an argument would land in the shell history and `ps`.
     password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
         with _state(Need.DATABASE).sessions() as session, session.begin():
-            operator = create_operator(session, email, password, timezone)
-            created = operator.email
+            operator = create_operator(session, email, password, timezone, role=role)
+            created, given = operator.email, operator.role
     except OperatorError as exc:
         raise click.ClickException(f"Cannot create the operator: {exc}.") from None
-    click.echo(f"Created operator {created}.")
+    click.echo(f"Created operator {created}. Role: {given}.")
+
+
+@admin_group.command("list")
+def admin_list() -> None:
+    """List operator accounts: role, two-factor sign-in, last sign-in (UTC)."""
+    from course.operators import role_of, staff
+
+    with _state(Need.DATABASE).read_sessions() as session:
+        rows = [
+            (
+                o.email,
+                role_of(o).value,
+                "on" if o.totp_enabled_at else "off",
+                o.last_login_at.strftime("%Y-%m-%d %H:%M") if o.last_login_at else "never",
+            )
+            for o in staff(session)
+        ]
+    if not rows:
+        click.echo("No operator accounts yet: `course admin create EMAIL`.")
+        return
+    for line in _table(["Email", "Role", "Two-factor", "Last sign-in"], rows, left=3):
+        click.echo(line)
+
+
+@admin_group.command("reset-2fa")
+@click.argument("email")
+def admin_reset_2fa(email: str) -> None:
+    """Turn off EMAIL's two-factor sign-in (a lost phone and lost recovery codes) and end
+    their sessions. For when no owner can do it in the admin; recorded in the audit log."""
+    from course import audit
+    from course.operators import find_operator, reset_totp
+
+    with _state(Need.DATABASE).sessions() as session, session.begin():
+        operator = find_operator(session, email)
+        if operator is None:
+            raise click.ClickException(f"No operator has the address {email}.")
+        reset_totp(session, operator.id)
+        # Recorded as done by the account itself: the server's command line has no operator.
+        audit.record(
+            session,
+            operator.id,
+            audit.Action.STAFF_RESET_2FA,
+            None,
+            utcnow(),
+            detail=f"staff #{operator.id}, from the command line",
+        )
+        name = operator.email
+    click.echo(f"Two-factor sign-in of {name} is off; they set it up again at their next sign-in.")
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], left: int = 1) -> list[str]:
@@ -676,6 +745,39 @@ def dkim_keygen(key_file: Path, selector: str | None, domain: str | None) -> Non
     )
 
 
+@main.group("keys")
+def keys_group() -> None:
+    """The data keys that encrypt readers' notes and replies (COURSE_DATA_KEYS)."""
+
+
+@keys_group.command("generate")
+def keys_generate() -> None:
+    """Print a new data key (put it first in COURSE_DATA_KEYS)."""
+    from course.crypto import generate_key
+
+    click.echo(generate_key())
+
+
+@keys_group.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every note, reply and staff TOTP secret with the first key of
+    COURSE_DATA_KEYS.
+
+    Put the new key first and keep the old ones after it; after this has run, the old
+    keys can be removed.
+    """
+    from course.keys import rotate_data
+
+    course = _state(Need.DATABASE, Need.SECRET)
+    if not course.settings.data_keys:
+        raise ConfigProblem("COURSE_DATA_KEYS is not set: nothing to encrypt with.")
+    with course.sessions() as session, session.begin():
+        counts = rotate_data(session)
+    for column, count in counts.items():
+        click.echo(f"{column}: {count} re-encrypted")
+    click.echo("Done. Keys after the first one in COURSE_DATA_KEYS can now be removed.")
+
+
 @main.group("lessons")
 def lessons_group() -> None:
     """The lesson files."""
@@ -684,7 +786,7 @@ def lessons_group() -> None:
 @lessons_group.command("check")
 def lessons_check() -> None:
     """Check the templates and render every lesson; report problems (exit code 1 if any)."""
-    from course.checks import check_content
+    from course.checks import check_content, crisis_warnings
 
     renderer, lessons = _content()
     click.echo(f"Lessons from {lessons.directory}")
@@ -693,6 +795,8 @@ def lessons_check() -> None:
         click.echo(f"OK {line}")
     for problem in report.problems:
         click.echo(f"BROKEN {problem}")
+    for warning in crisis_warnings(renderer, utcnow().date()):
+        click.echo(f"WARNING {warning}")
     if report.problems:
         click.echo(f"{len(report.problems)} problem(s) found.", err=True)
         click.get_current_context().exit(1)

@@ -183,12 +183,11 @@ class Settings(BaseSettings):
         "start at the working directory).",
     )
     crisis_text: str = Field(
-        "If you are in crisis or thinking about harming yourself, please reach out now: "
-        "call your local emergency number, or contact a crisis line in your country "
-        "(findahelpline.com lists free, confidential lines worldwide).",
+        "If you are thinking about harming yourself, or you are not safe, please reach out now.",
         max_length=1000,
-        description="The crisis-resources line in every email and page.",
-        json_schema_extra=_doc("a worldwide text"),
+        description="A sentence above the crisis resources of the reader's country in every "
+        "email and page (the numbers themselves come from the crisis data, "
+        "docs/crisis-resources.md).",
     )
     check_deliverability: bool = Field(
         False, description="Also check at signup that the address's domain accepts mail (DNS)."
@@ -371,6 +370,91 @@ class Settings(BaseSettings):
         "`POST /webhooks/postmark`.",
         json_schema_extra=_doc("none: the webhook is off"),
     )
+    # -- care and privacy (docs/privacy.md) ---------------------------------------------------
+    require_totp: bool = Field(
+        False,
+        description="Every staff member must sign in with a second factor (an authenticator "
+        "app); they set it up at their next sign-in.",
+    )
+    data_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (),
+        description="Keys that encrypt notes and replies in the database (Fernet; "
+        "comma-separated, the newest first: older ones still decrypt until `course keys "
+        "rotate` re-encrypts). Required outside development; `course keys generate` makes one.",
+        json_schema_extra=_doc("development: kept in `instance/data_key`"),
+    )
+    care_email: str = Field(
+        "",
+        description="Where an alert goes when a reader's note or reply matches a risk phrase "
+        "(a link to the admin, never the note).",
+        json_schema_extra=_doc("none: no alert emails"),
+    )
+    care_alert_minutes: int = Field(
+        15,
+        ge=1,
+        le=1440,
+        description="Alerts are grouped: at most one email per this many minutes.",
+    )
+    risk_phrases_file: Path | None = Field(
+        None,
+        description="The practice's own list of risk phrases (one per line; `*` ends a word "
+        "stem), instead of the shipped one.",
+        json_schema_extra=_doc("the shipped list"),
+    )
+    notes_notice: str = Field(
+        "Notes are read by the practice on working days; they are not monitored around the "
+        "clock. If you need help right now, please use the crisis lines on this page.",
+        max_length=500,
+        description="What the note form says about who reads notes, and when.",
+    )
+    crisis_resources_file: Path | None = Field(
+        None,
+        description="The practice's own crisis resources (JSON, see docs/crisis-resources.md), "
+        "on top of the shipped ones.",
+        json_schema_extra=_doc("none"),
+    )
+    crisis_countries: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Only these countries' resources are shown (comma-separated codes, e.g. "
+        "`DE,AT,CH`); readers elsewhere see the worldwide directory.",
+        json_schema_extra=_doc("every country in the data"),
+    )
+    retention_months: int = Field(
+        12,
+        ge=1,
+        le=120,
+        description="Readers who finished or left are anonymised this many months later "
+        "(only anonymous counts stay).",
+    )
+    note_retention_days: int = Field(
+        180,
+        ge=1,
+        le=3650,
+        description="Notes and replies are deleted this many days after they were written.",
+    )
+    privacy_url: str = Field(
+        "",
+        description="The practice's privacy policy, linked from the signup form, pages and emails.",
+        json_schema_extra=_doc("none"),
+    )
+    imprint_url: str = Field(
+        "",
+        description="The practice's legal notice (Impressum), linked from pages and emails.",
+        json_schema_extra=_doc("none"),
+    )
+    postal_address: str = Field(
+        "",
+        max_length=300,
+        description="The practice's postal address, in every email's footer (CAN-SPAM).",
+        json_schema_extra=_doc("none"),
+    )
+    signup_consent_text: str = Field(
+        "We'll send you a confirmation email first. We only use your address for this course, "
+        "never share it, and you can leave with one click at any time.",
+        max_length=1000,
+        description="The wording under the signup form; its exact text is kept with each "
+        "reader's consent record.",
+    )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
 
     # -- validation of single values ----------------------------------------------------
@@ -416,10 +500,30 @@ class Settings(BaseSettings):
                 raise ValueError("has no host name")
         return value
 
-    @field_validator("secret_key_fallbacks", mode="before")
+    @field_validator("secret_key_fallbacks", "data_keys", mode="before")
     @classmethod
-    def _fallbacks(cls, value: Any) -> Any:
+    def _secret_lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("crisis_countries", mode="before")
+    @classmethod
+    def _countries(cls, value: Any) -> Any:
+        items = _split_list(value)
+        if not isinstance(items, list | tuple):
+            raise ValueError("must be a list of country codes")
+        codes = tuple(str(item).strip().upper() for item in items if str(item).strip())
+        for code in codes:
+            if not re.fullmatch(r"[A-Z]{2}", code):
+                raise ValueError(f"must be two-letter country codes like DE; got {code!r}")
+        return codes
+
+    @field_validator("privacy_url", "imprint_url")
+    @classmethod
+    def _page_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        return value
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
@@ -480,6 +584,11 @@ class Settings(BaseSettings):
         return tuple(keys)
 
     @property
+    def data_key_values(self) -> tuple[str, ...]:
+        """The data keys as text, newest first (course.crypto)."""
+        return tuple(k.get_secret_value() for k in self.data_keys)
+
+    @property
     def mail_domain(self) -> str:
         """The domain used on the right of every Message-ID."""
         return urlsplit(self.base_url).hostname or "localhost"
@@ -522,6 +631,11 @@ class Settings(BaseSettings):
                 problem = secret_key_problem(self.secret_key.get_secret_value())
                 if problem:
                     found.append(f"COURSE_SECRET_KEY is too weak: {problem}. {GENERATE_HINT}")
+                if not self.data_keys:
+                    found.append(
+                        "COURSE_DATA_KEYS is required outside development: it encrypts "
+                        "readers' notes and replies. Make one with `course keys generate`."
+                    )
                 for n, key in enumerate(self.secret_key_fallbacks, start=1):
                     problem = secret_key_problem(key.get_secret_value())
                     if problem:
@@ -530,6 +644,13 @@ class Settings(BaseSettings):
                             "old key verifies links and the admin's cookie as the main key "
                             "does, so it must be as strong."
                         )
+        if Need.SECRET in needs and self.data_keys:
+            from course.crypto import DataKeyError, check_keys
+
+            try:
+                check_keys([k.get_secret_value() for k in self.data_keys])
+            except DataKeyError as exc:
+                found.append(str(exc))
         if Need.PUBLIC in needs:
             for name, example in (
                 ("base_url", "https://course.yourpractice.example"),
@@ -642,6 +763,10 @@ def _development_defaults(
         fill["mail_url"] = f"outbox:{instance / 'outbox'}"
     if settings.secret_key is None:
         fill["secret_key"] = SecretStr(_development_secret(instance))
+    if not settings.data_keys:
+        from course.crypto import development_key
+
+        fill["data_keys"] = (SecretStr(development_key(instance)),)
     if not settings.base_url:
         environ = dict(os.environ)
         if listen is not None:
@@ -819,7 +944,7 @@ def effective(settings: Settings) -> list[tuple[str, str]]:
         value = getattr(settings, name)
         if isinstance(value, SecretStr):
             shown = "*** (set)"
-        elif name == "secret_key_fallbacks":
+        elif name in ("secret_key_fallbacks", "data_keys"):
             shown = f"*** ({len(value)} key(s))" if value else ""
         elif name.endswith("_url") and isinstance(value, str):
             shown = mask_url(value)

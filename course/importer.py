@@ -27,6 +27,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.config import Settings
+from course.crisis import country_for_timezone
+from course.mailboxes import mailbox
 from course.models import Subscriber, SubscriberStatus
 from course.schedule import next_calendar_send, parse_hour, send_hour
 from course.subscriptions import (
@@ -210,14 +212,18 @@ def _enrol(
     timezone = data.timezone or settings.default_timezone
     subscriber = Subscriber(
         email=data.email,
+        mailbox=mailbox(data.email),
         name=data.name,
         timezone=timezone,
+        country=country_for_timezone(timezone),
         send_hour=hour,
         source=data.source,
         status=SubscriberStatus.ACTIVE,
         created_at=now,
         confirmed_at=now,
         confirm_count=0,
+        # The operator vouches for this reader's consent (`course import --consented`).
+        consent_source="import",
     )
     session.add(subscriber)
     session.flush()

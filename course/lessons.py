@@ -57,6 +57,9 @@ class Lesson:
     body_html: str
     body_text: str
     path: Path
+    # The lesson talks about a partner who may be dangerous: the email shows the reader's
+    # country's domestic-abuse lines right after it (front matter ``safety_note: true``).
+    safety_note: bool = False
 
 
 @dataclass
@@ -170,7 +173,15 @@ def load_lesson(path: Path, total: int) -> Lesson:
         body_html=markdown_to_html(body),
         body_text=markdown_to_text(body),
         path=path,
+        safety_note=_flag(meta, "safety_note"),
     )
+
+
+def _flag(meta: dict[str, Any], name: str) -> bool:
+    value = meta.get(name, False)
+    if not isinstance(value, bool):
+        raise LessonError(f"'{name}' must be true or false")
+    return value
 
 
 def lesson_files(directory: Path) -> list[Path]:

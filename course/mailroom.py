@@ -24,6 +24,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.bounces import apply_feedback
+from course.care import risk_phrases
 from course.config import Settings
 from course.feedback import parse_feedback
 from course.mail.mailbox import MailboxError, open_mailbox
@@ -97,6 +98,7 @@ def _handle(
             parse_feedback(raw),
             secret_keys=settings.secret_keys,
             soft_bounce_limit=settings.soft_bounce_limit,
+            phrases=risk_phrases(settings.risk_phrases_file),
             now=now,
             via=source,
         )

@@ -24,6 +24,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql.elements import ColumnElement
 
+from course.crypto import EncryptedText
+
 
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC."""
@@ -112,6 +114,17 @@ class Subscriber(Base):
     # Soft bounces since the reader last showed they read their mail (a click, a page);
     # COURSE_SOFT_BOUNCE_LIMIT in a row count as a hard bounce (course.bounces).
     soft_bounces: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Whose crisis resources the reader sees (ISO country code): guessed from the time zone
+    # at signup, changeable on the progress page (course.crisis).
+    country: Mapped[str | None] = mapped_column(String(2))
+    # The consent record (docs/privacy.md): where the signup came from (hosted, website,
+    # api, import) and which wording the form showed (consent_texts); the consent itself is
+    # the click on the confirmation page, at confirmed_at. No IP address is kept.
+    consent_source: Mapped[str | None] = mapped_column(String(32))
+    consent_origin: Mapped[str | None] = mapped_column(String(120))
+    consent_text_hash: Mapped[str | None] = mapped_column(String(64))
+    # Set when the reader's personal data was removed after the retention period.
+    anonymized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     name: Mapped[str | None] = mapped_column(String(100))
     timezone: Mapped[str] = mapped_column(String(64))
     send_hour: Mapped[int | None] = mapped_column(Integer)  # None: the practice's default
@@ -219,8 +232,10 @@ class LessonProgress(Base):
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     checkin: Mapped[str | None] = mapped_column(String(16))
     checkin_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    note: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(EncryptedText)  # encrypted at rest
     note_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Which risk phrases the note matched (their ids, never words from the note).
+    risk: Mapped[str | None] = mapped_column(String(200))
 
 
 class EventKind(enum.StrEnum):
@@ -279,6 +294,18 @@ class Operator(Base):
     # was made in (``AdminUser.get_id``); logging out raises it, which ends every session
     # and remember-me cookie made before, including copies of the cookie.
     session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What they may do: "owner", "therapist" or "assistant" (course.operators.Role). The
+    # app always names a role; the database's own default is the least one, for a row
+    # written by hand (migration 0010 made the accounts of before it owners).
+    role: Mapped[str] = mapped_column(String(16), server_default="assistant")
+    # Two-factor sign-in (TOTP, course.operators): the shared secret, encrypted at rest
+    # with the data keys like notes; deferred, so loading an operator never decrypts it.
+    totp_secret: Mapped[str | None] = mapped_column(EncryptedText, deferred=True)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The time step of the last code accepted: a code is never accepted twice.
+    totp_last_step: Mapped[int | None] = mapped_column(Integer)
+    # The unused recovery codes, as a JSON list of password hashes (never the codes).
+    recovery_codes: Mapped[str | None] = mapped_column(Text, deferred=True)
 
 
 class Reply(Base):
@@ -292,9 +319,42 @@ class Reply(Base):
         ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
     )
     lesson: Mapped[int | None] = mapped_column(Integer)  # the lesson they answered, if known
-    subject: Mapped[str | None] = mapped_column(String(300))
-    text: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(EncryptedText)  # encrypted at rest (Text)
+    text: Mapped[str] = mapped_column(EncryptedText)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    risk: Mapped[str | None] = mapped_column(String(200))  # matched risk phrase ids
+
+
+class ConsentText(Base):
+    """A version of the signup form's wording, kept by its hash for the consent records."""
+
+    __tablename__ = "consent_texts"
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CareMark(Base):
+    """Staff's mark on an item of the "Needs a look" list: seen, or contacted, by whom."""
+
+    __tablename__ = "care_marks"
+
+    item: Mapped[str] = mapped_column(String(64), primary_key=True)  # e.g. "note:12"
+    status: Mapped[str] = mapped_column(String(16))  # "seen" or "contacted"
+    operator_id: Mapped[int | None] = mapped_column(Integer)
+    marked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CareAlert(Base):
+    """A risk phrase matched: an alert waits to be sent (grouped) to COURSE_CARE_EMAIL."""
+
+    __tablename__ = "care_alerts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class InboundMessage(Base):
@@ -327,6 +387,9 @@ class SignupRequest(Base):
     name: Mapped[str | None] = mapped_column(String(100))
     timezone: Mapped[str | None] = mapped_column(String(64))
     source: Mapped[str | None] = mapped_column(String(64))
+    consent_source: Mapped[str | None] = mapped_column(String(32))  # see Subscriber
+    consent_origin: Mapped[str | None] = mapped_column(String(120))
+    consent_text_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
@@ -343,6 +406,25 @@ class Suppression(Base):
     fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
     reason: Mapped[str] = mapped_column(String(16))  # unsubscribed, bounced
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditLog(Base):
+    """Who at the practice read what: every view of a reader's notes or replies (their
+    page, the "Needs a look" list, an export) and every change to staff accounts
+    (course.audit). Never holds what a reader wrote. A reader's erasure clears
+    ``subscriber_id`` and keeps the row; ``operator_id`` has no foreign key, so the trail
+    outlives a removed staff account."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    operator_id: Mapped[int] = mapped_column(Integer, index=True)
+    action: Mapped[str] = mapped_column(String(32))
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
+    )
+    detail: Mapped[str | None] = mapped_column(String(200))  # e.g. "staff #4: role therapist"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class SchedulerTick(Base):

@@ -12,7 +12,16 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from course.models import Delivery, Event, LessonProgress, Reply, Subscriber, SubscriberStatus
+from course.models import (
+    ConsentText,
+    Delivery,
+    Event,
+    LessonProgress,
+    Reply,
+    Subscriber,
+    SubscriberStatus,
+    new_public_id,
+)
 from course.subscriptions import suppress
 
 
@@ -46,6 +55,7 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             "completed_at": _iso(subscriber.completed_at),
             "unsubscribed_at": _iso(subscriber.unsubscribed_at),
         },
+        "consent": consent_record(session, subscriber),
         "emails": [
             {
                 "kind": d.kind,
@@ -78,6 +88,23 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             {"kind": e.kind, "lesson": e.lesson, "value": e.value, "at": _iso(e.created_at)}
             for e in events
         ],
+    }
+
+
+def consent_record(session: Session, subscriber: Subscriber) -> dict[str, Any]:
+    """When and how the reader agreed: the confirmation click, where the signup came from
+    and the wording the form showed (docs/privacy.md)."""
+    wording = (
+        session.get(ConsentText, subscriber.consent_text_hash)
+        if subscriber.consent_text_hash
+        else None
+    )
+    return {
+        "confirmed_at": _iso(subscriber.confirmed_at),
+        "source": subscriber.consent_source,
+        "origin": subscriber.consent_origin,
+        "wording": wording.text if wording else None,
+        "wording_sha256": subscriber.consent_text_hash,
     }
 
 
@@ -124,3 +151,85 @@ def purge_pending(session: Session, now: datetime, days: int) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def anonymize(
+    session: Session, subscriber: Subscriber, secret_keys: Sequence[str], now: datetime
+) -> None:
+    """Remove everything that points to the person, and keep the row as an anonymous count.
+
+    Their address, name, time zone and country, their notes and replies and the consent
+    details go; what they did (lessons received, done, check-in answers, events) stays,
+    tied to a row that names nobody, so the practice's numbers still add up. Their old
+    links stop working (a new public id). An opt-out stays as a keyed hash (course.mailboxes).
+    """
+    if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
+        suppress(session, secret_keys, subscriber.email, subscriber.status, now)
+    session.execute(
+        update(LessonProgress)
+        .where(LessonProgress.subscriber_id == subscriber.id)
+        .values(note=None, note_at=None, risk=None)
+    )
+    session.execute(delete(Reply).where(Reply.subscriber_id == subscriber.id))
+    # A relay's refusal often quotes the address ("550 <ana@example.com>: unknown user").
+    session.execute(
+        update(Delivery)
+        .where(Delivery.subscriber_id == subscriber.id, Delivery.last_error.is_not(None))
+        .values(last_error=None)
+    )
+    subscriber.email = f"anonymized-{subscriber.id}@invalid"
+    subscriber.mailbox = ""
+    subscriber.name = None
+    subscriber.timezone = "UTC"
+    subscriber.send_hour = None
+    subscriber.country = None
+    subscriber.consent_origin = None
+    subscriber.consent_text_hash = None
+    subscriber.public_id = new_public_id()
+    subscriber.anonymized_at = now
+
+
+def anonymize_former_readers(
+    session: Session, now: datetime, months: int, secret_keys: Sequence[str]
+) -> int:
+    """Anonymise readers who finished or left more than ``months`` months ago
+    (``COURSE_RETENTION_MONTHS``); returns how many. Readers still taking the course, or
+    paused, are kept as they are."""
+    cutoff = now - timedelta(days=30 * months)
+    left = func.coalesce(Subscriber.unsubscribed_at, Subscriber.completed_at)
+    gone = session.scalars(
+        select(Subscriber)
+        .where(
+            Subscriber.anonymized_at.is_(None),
+            Subscriber.status.in_(
+                [
+                    SubscriberStatus.COMPLETED,
+                    SubscriberStatus.UNSUBSCRIBED,
+                    SubscriberStatus.BOUNCED,
+                ]
+            ),
+            left < cutoff,
+        )
+        .limit(1000)
+        # Several senders run housekeeping: each reader is anonymised by one of them.
+        .with_for_update(skip_locked=True)
+    ).all()
+    for subscriber in gone:
+        anonymize(session, subscriber, secret_keys, now)
+    return len(gone)
+
+
+def forget_old_writing(session: Session, now: datetime, days: int) -> int:
+    """Delete notes and replies written more than ``days`` days ago
+    (``COURSE_NOTE_RETENTION_DAYS``); the answers and counts stay. Returns how many."""
+    cutoff = now - timedelta(days=days)
+    notes = session.execute(
+        update(LessonProgress)
+        .where(LessonProgress.note_at < cutoff)
+        .values(note=None, note_at=None, risk=None)
+        .execution_options(synchronize_session=False)
+    )
+    replies = session.execute(
+        delete(Reply).where(Reply.received_at < cutoff).execution_options(synchronize_session=False)
+    )
+    return int(notes.rowcount or 0) + int(replies.rowcount or 0)  # type: ignore[attr-defined]

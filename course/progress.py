@@ -46,6 +46,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from course.care import RiskPhrases, flag
 from course.models import CheckIn, Event, EventKind, LessonProgress, Subscriber
 
 #: Conflicting link hits closer together than this are taken to be a mail scanner.
@@ -245,13 +246,22 @@ def check_in(
 
 
 def save_note(
-    session: Session, subscriber: Subscriber, lesson: int, note: str, now: datetime
+    session: Session,
+    subscriber: Subscriber,
+    lesson: int,
+    note: str,
+    now: datetime,
+    phrases: RiskPhrases | None = None,
 ) -> None:
     """Keep the reader's private note about the day (an empty note deletes it).
 
-    The note text lives only on the progress row, never in events or logs.
+    The note text lives only on the progress row (encrypted), never in events or logs. A
+    note that matches one of ``phrases`` puts the reader on the "Needs a look" list and
+    queues an alert to the practice (course.care).
     """
     row = progress_row(session, subscriber, lesson, lock=True)
     row.note = note or None
     row.note_at = now if note else None
+    matched = phrases.match(note) if phrases is not None and note else []
+    row.risk = flag(session, f"note:{row.id}", matched, now)
     record_event(session, subscriber, EventKind.NOTE, now, lesson=lesson)

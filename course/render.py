@@ -26,6 +26,13 @@ import idna
 from jinja2 import Environment, StrictUndefined, select_autoescape
 
 from course.config import Settings
+from course.crisis import (
+    CountryResources,
+    country_for_timezone,
+    load_resources,
+    resources_for,
+    text_lines,
+)
 from course.dkim import DkimSigner
 from course.envelope import bounce_address
 from course.lessons import Lesson, LessonSet
@@ -133,10 +140,22 @@ class Reader:
     public_id: str
     email: str
     name: str | None
+    country: str | None = None  # whose crisis resources the message shows (course.crisis)
 
 
 #: The reader that previews, test sends and content checks render for.
 SAMPLE_READER = Reader("sample-reader", "reader@example.org", "Sam")
+
+
+def sample_reader(settings: Settings, email: str | None = None) -> Reader:
+    """The sample reader, in the practice's own country (its default time zone's), so a
+    preview shows the crisis resources most readers will see."""
+    return Reader(
+        SAMPLE_READER.public_id,
+        email or SAMPLE_READER.email,
+        None if email else SAMPLE_READER.name,
+        country_for_timezone(settings.default_timezone),
+    )
 
 
 def _list_id(settings: Settings, from_domain: str) -> str:
@@ -195,7 +214,8 @@ class Renderer:
         self.env = make_jinja_env(settings)
         # Compiled emails of one lesson set; a reloaded set (an edited lesson) starts afresh.
         # Keyed by the set itself, not id(): a freed set's id can be reused by the next one.
-        self._cache: dict[tuple[str, int], CompiledEmail] = {}
+        self._cache: dict[tuple[str, int, str], CompiledEmail] = {}
+        self.crisis = load_resources(settings.crisis_resources_file)
         self._cache_for: LessonSet | None = None
         self.envelope_from = bounce_address(settings)
         display, address = parseaddr(settings.mail_from)
@@ -223,12 +243,25 @@ class Renderer:
             )
         return self._dkim
 
-    def _compile(self, template: str, lessons: LessonSet, **context: object) -> CompiledEmail:
+    def crisis_for(self, country: str | None) -> CountryResources:
+        """The crisis resources a reader in ``country`` sees (the practice's choice of
+        countries applied; elsewhere the worldwide directory)."""
+        shown = frozenset(self.settings.crisis_countries) or None
+        return resources_for(country, self.crisis, shown)
+
+    def _compile(
+        self, template: str, lessons: LessonSet, crisis: CountryResources, **context: object
+    ) -> CompiledEmail:
         slots = _Slots()
         ctx = {
             "r": slots,
             "practice_name": self.settings.practice_name,
             "crisis_text": self.settings.crisis_text,
+            "crisis": crisis,
+            "crisis_lines": text_lines(crisis),
+            "privacy_url": self.settings.privacy_url,
+            "imprint_url": self.settings.imprint_url,
+            "postal_address": self.settings.postal_address,
             "total": lessons.total,
             **context,
         }
@@ -244,21 +277,25 @@ class Renderer:
             subject, _inliner.inline(html_body), text_body, frozenset(slots.used)
         )
 
-    def compiled(self, kind: str, number: int, lessons: LessonSet) -> CompiledEmail:
-        """The compiled confirmation or lesson ``number`` (cached per lesson set)."""
+    def compiled(
+        self, kind: str, number: int, lessons: LessonSet, country: str | None = None
+    ) -> CompiledEmail:
+        """The compiled confirmation or lesson ``number`` for readers in ``country`` (cached
+        per lesson set; a few countries, so a few copies)."""
         if lessons is not self._cache_for:
             self._cache = {}
             self._cache_for = lessons
-        key = (kind, number if kind == "lesson" else 0)
+        crisis = self.crisis_for(country)
+        key = (kind, number if kind == "lesson" else 0, crisis.country)
         cached = self._cache.get(key)
         if cached is None:
             if kind == "confirm":
-                cached = self._compile("confirm", lessons)
+                cached = self._compile("confirm", lessons, crisis)
             else:
                 lesson = lessons.get(number)
                 if lesson is None:
                     raise LookupError(f"lesson {number} is missing or broken")
-                cached = self._compile("lesson", lessons, lesson=lesson)
+                cached = self._compile("lesson", lessons, crisis, lesson=lesson)
             self._cache[key] = cached
         return cached
 
@@ -324,7 +361,7 @@ class Renderer:
         takes milliseconds per message, several times an SMTP round trip. The tests parse
         every message with the ``email`` package to check the result.
         """
-        compiled = self.compiled(kind, number, lessons)
+        compiled = self.compiled(kind, number, lessons, reader.country)
         values = self.slot_values(compiled.slots | {"unsubscribe_url"}, reader, kind, number)
         html_body, text_body = compiled.fill(values)
         to = envelope_address(reader.email)

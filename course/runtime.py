@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from course.checks import ContentMonitor
 from course.config import Settings
+from course.crypto import use_keys
 from course.db import make_engine, make_sessionmaker
 from course.lessons import LessonLibrary
 from course.render import Renderer
@@ -37,6 +38,7 @@ class CourseState:
     def build(cls, settings: Settings) -> CourseState:
         """Wire the parts for ``settings`` (the database is not contacted yet)."""
         engine = make_engine(settings.database_url)
+        use_keys(settings.data_key_values)  # notes and replies are encrypted with these
         signer = Signer(settings.secret_keys)
         renderer = Renderer(settings, signer)
         return cls(

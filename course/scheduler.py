@@ -18,6 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from course.care import forget_old_marks, send_alerts
 from course.checks import check_content as check_templates_and_lessons
 from course.checks import log_content_problems
 from course.config import Settings
@@ -25,7 +26,7 @@ from course.db import make_engine, make_sessionmaker
 from course.mail import transport_from_url
 from course.mailroom import check_all, mailboxes
 from course.models import utcnow
-from course.privacy import purge_pending
+from course.privacy import anonymize_former_readers, forget_old_writing, purge_pending
 from course.sending import Sender
 from course.signups import decide_signups
 
@@ -67,15 +68,38 @@ def run_tick(sender: Sender) -> None:
 
 
 def run_housekeeping(sender: Sender) -> int:
-    """Delete signups that were never confirmed within the retention period (hourly)."""
+    """Keep data no longer than promised (hourly; docs/privacy.md): delete signups never
+    confirmed, anonymise former readers, delete old notes and replies. Returns how many
+    unconfirmed signups were deleted."""
+    settings = sender.settings
+    now = sender.clock()
     try:
         with sender.sessions() as session, session.begin():
-            purged = purge_pending(session, sender.clock(), sender.settings.pending_retention_days)
+            purged = purge_pending(session, now, settings.pending_retention_days)
+            anonymized = anonymize_former_readers(
+                session, now, settings.retention_months, settings.secret_keys
+            )
+            forgotten = forget_old_writing(session, now, settings.note_retention_days)
+            forget_old_marks(session, now)
     except Exception:
         log.exception("housekeeping failed worker=%s", sender.worker)
         return 0
-    log.info("housekeeping worker=%s purged_pending=%d", sender.worker, purged)
+    log.info(
+        "housekeeping worker=%s purged_pending=%d anonymized=%d notes_deleted=%d",
+        sender.worker,
+        purged,
+        anonymized,
+        forgotten,
+    )
     return purged
+
+
+def run_care_alerts(sender: Sender) -> None:
+    """Send the grouped alert about risk phrases to COURSE_CARE_EMAIL, if one is due."""
+    try:
+        send_alerts(sender.sessions, sender.settings, sender.transport, sender.clock())
+    except Exception:
+        log.exception("care alert failed worker=%s", sender.worker)
 
 
 def run_mailboxes(sender: Sender) -> None:
@@ -106,6 +130,18 @@ def _add_job(scheduler: BaseScheduler, sender: Sender, settings: Settings) -> No
         coalesce=True,  # ticks missed while busy collapse into one
         misfire_grace_time=None,
     )
+    if settings.care_email:
+        scheduler.add_job(
+            run_care_alerts,
+            "interval",
+            args=[sender],
+            # As often as mail is sent: one small query; the grouping is in send_alerts.
+            seconds=settings.tick_seconds,
+            id="course-care-alerts",
+            next_run_time=datetime.now(utcnow().tzinfo),
+            max_instances=1,
+            coalesce=True,
+        )
     if mailboxes(settings):
         # Several senders may read the same mailbox: each message's fingerprint is
         # committed with its effect, so none is applied twice.

@@ -38,6 +38,7 @@ from sqlalchemy import bindparam, case, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.config import Settings
+from course.crypto import use_keys
 from course.envelope import envelope_sender
 from course.lessons import LessonLibrary, LessonSet
 from course.mail import Connection, MaybeDelivered, PermanentError, TransientError, Transport
@@ -102,6 +103,7 @@ class Claimed:
     send_hour: int | None
     run: int
     confirmed: bool  # the reader confirmed their address at some point
+    country: str | None  # whose crisis resources the message shows
 
 
 _LOAD = select(
@@ -117,6 +119,7 @@ _LOAD = select(
     Subscriber.send_hour,
     Delivery.run,
     Subscriber.confirmed_at.is_not(None),
+    Subscriber.country,
 ).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
 _CHECK = (
     select(Delivery.status, Delivery.claimed_by, Subscriber.status.label("subscriber_status"))
@@ -241,6 +244,7 @@ class Sender:
         self.settings = settings
         self.sessions = sessions
         self.transport = transport
+        use_keys(settings.data_key_values)  # a bounce mailbox may store replies
         self.clock = clock
         self.worker = worker or worker_name()
         self.rng = rng or random.Random()
@@ -415,7 +419,7 @@ class Sender:
         # A confirmation greets only by a name the reader has confirmed before: whoever
         # typed an address into the form also typed the name.
         name = item.name if item.kind == DeliveryKind.LESSON or item.confirmed else None
-        reader = Reader(item.public_id, item.email, name)
+        reader = Reader(item.public_id, item.email, name, item.country)
         try:
             message = self.renderer.build(
                 item.kind, item.number, reader, lessons, now, generation=item.generation

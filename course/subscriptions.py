@@ -6,6 +6,7 @@ the scheduler tick that calls it owns the transaction.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import unicodedata
@@ -24,8 +25,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from course.config import Settings
+from course.crisis import country_for_timezone
 from course.mailboxes import fingerprints, mailbox
 from course.models import (
+    ConsentText,
     Delivery,
     DeliveryKind,
     DeliveryStatus,
@@ -75,6 +78,32 @@ class SignupData:
     name: str | None
     timezone: str | None
     source: str | None
+    consent: Consent | None = None
+
+
+@dataclass(frozen=True)
+class Consent:
+    """Where a signup came from, for the consent record (docs/privacy.md): ``source`` is
+    "hosted" (our form), "website" (a form on an allowed origin), "api" (JSON) or "import";
+    ``origin`` the website it came from; ``text_hash`` the form's wording (consent_texts).
+    No IP address: it is not needed to show consent."""
+
+    source: str
+    origin: str | None
+    text_hash: str | None
+
+
+def consent_text_hash(text: str) -> str:
+    """The hash a version of the signup wording is kept under."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def keep_consent_text(session: Session, text: str, now: datetime) -> str:
+    """Store this version of the signup wording once; returns its hash."""
+    digest = consent_text_hash(text)
+    if session.get(ConsentText, digest) is None:
+        session.add(ConsentText(hash=digest, text=text, first_seen=now))
+    return digest
 
 
 def _clean_text(value: object, field: str, limit: int, errors: dict[str, str]) -> str | None:
@@ -183,11 +212,17 @@ def subscribe(
     """
     subscriber = find_by_email(session, data.email)
     if subscriber is None:
+        timezone = data.timezone or default_timezone
+        consent = data.consent
         subscriber = Subscriber(
             email=data.email,
             mailbox=mailbox(data.email),
             name=data.name,
-            timezone=data.timezone or default_timezone,
+            timezone=timezone,
+            country=country_for_timezone(timezone),
+            consent_source=consent.source if consent else None,
+            consent_origin=consent.origin if consent else None,
+            consent_text_hash=consent.text_hash if consent else None,
             source=data.source,
             status=SubscriberStatus.PENDING,
             created_at=now,
@@ -714,11 +749,15 @@ def store_signup_request(session: Session, data: SignupData, now: datetime) -> i
     This one insert is all ``POST /subscribe`` does with the database before it answers,
     whatever the address, so the answer's timing tells nothing about who is enrolled.
     """
+    consent = data.consent
     request = SignupRequest(
         email=data.email,
         name=data.name,
         timezone=data.timezone,
         source=data.source,
+        consent_source=consent.source if consent else None,
+        consent_origin=consent.origin if consent else None,
+        consent_text_hash=consent.text_hash if consent else None,
         created_at=now,
     )
     session.add(request)
@@ -743,8 +782,17 @@ def decide_signup_request(
     session: Session, request: SignupRequest, settings: Settings, now: datetime
 ) -> None:
     """Apply one stored signup (:func:`subscribe`) and forget the request."""
+    consent = None
+    if request.consent_source:
+        if request.consent_text_hash == consent_text_hash(settings.signup_consent_text):
+            keep_consent_text(session, settings.signup_consent_text, now)
+        consent = Consent(request.consent_source, request.consent_origin, request.consent_text_hash)
     data = SignupData(
-        email=request.email, name=request.name, timezone=request.timezone, source=request.source
+        email=request.email,
+        name=request.name,
+        timezone=request.timezone,
+        source=request.source,
+        consent=consent,
     )
     subscribe(
         session,

@@ -7,7 +7,7 @@ from datetime import datetime
 from course.config import Settings
 from course.lessons import LessonSet
 from course.mail import transport_from_url
-from course.render import SAMPLE_READER, Reader, Renderer, envelope_address
+from course.render import Renderer, envelope_address, sample_reader
 
 
 def send_test(
@@ -23,7 +23,7 @@ def send_test(
     Raises ``LookupError`` for a missing lesson and ``course.mail.DeliveryError`` when the
     transport refuses it.
     """
-    reader = Reader(SAMPLE_READER.public_id, address, None)
+    reader = sample_reader(settings, address)
     # A subject marked as a test and a Message-ID of its own: a mail app must never hide
     # the second test after an edit as a copy of the first.
     message = renderer.build("lesson", day, reader, lessons, now, test=True)

@@ -44,6 +44,7 @@ Flask.test_client_class = ClosingClient
 
 PG_URL = os.environ.get("COURSE_TEST_POSTGRES_URL", "postgresql+psycopg://127.0.0.1:5432/test")
 SECRET = "test-secret-key-0123456789abcdef0123456789abcdef"
+DATA_KEY = "Cj6lHKly5z-xDlB9LK5eNYlPAYxuD-EWoGgvYkjXrRE="  # encrypts notes in tests
 
 
 def _postgres_available() -> bool:
@@ -107,6 +108,7 @@ def make_config(tmp_path: Path, db_url: str, **overrides: Any) -> dict[str, Any]
         "DATABASE_URL": db_url,
         "MAIL_URL": f"outbox:{tmp_path / 'outbox'}",
         "SECRET_KEY": SECRET,
+        "DATA_KEYS": DATA_KEY,
         "BASE_URL": "https://course.example.org",
         "BOOKING_URL": "https://practice.example.org/book?ref=course",
         "PRACTICE_NAME": "Harbor Therapy",

@@ -54,8 +54,10 @@ def app_factory(tmp_path: Path, sqlite_url: str) -> Iterator[Callable[..., Flask
 
 
 def add_operator(app: Flask, email: str) -> int:
+    # Only the first account is an owner without being told; these tests are about signing
+    # in, not about roles, so every account is an owner.
     with app.extensions["course"].sessions() as s, s.begin():
-        return create_operator(s, email, PASSWORD, "UTC").id
+        return create_operator(s, email, PASSWORD, "UTC", role="owner").id
 
 
 def ip(address: str) -> dict[str, Any]:

@@ -95,6 +95,7 @@ def live_app(tmp_path: Path, booking_site: str) -> Iterator[tuple[str, dict[str,
         COURSE_PRACTICE_NAME="Harbor Therapy",
         COURSE_TICK_SECONDS="0.5",
         COURSE_LESSON_INTERVAL="3600",
+        COURSE_CARE_EMAIL="care@harbor.example.org",
     )
     course = str(Path(sys.executable).parent / "course")
     subprocess.run([course, "db", "upgrade"], env=env, check=True, capture_output=True)
@@ -272,3 +273,77 @@ def test_the_readers_whole_journey(
     page.get_by_role("button", name="Unsubscribe").click()  # type: ignore[attr-defined]
     expect(page.get_by_role("heading", name="You're unsubscribed.")).to_be_visible()  # type: ignore[attr-defined]
     shot(page, "13-unsubscribed")
+
+
+def test_a_reader_in_a_hard_moment_reaches_a_person(
+    live_app: tuple[str, dict[str, str]], browser_page: object
+) -> None:
+    """The "It stirred things up" page leads with care (the crisis box for the reader's
+    country, a booking link, reassurance), and the practice finds the reader on "Needs a
+    look", alerted without the note's words."""
+    from playwright.sync_api import expect
+
+    base, env = live_app
+    # A phone in London: the signup form takes its time zone from the browser.
+    context = browser_page.context.browser.new_context(  # type: ignore[attr-defined]
+        viewport={"width": 390, "height": 844}, timezone_id="Europe/London"
+    )
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    page.goto(base + "/")
+    page.get_by_label("Your email address").fill("sam@example.com")
+    page.get_by_role("button", name="Start the free course").click()
+    expect(page.get_by_role("heading", name="Almost there")).to_be_visible()
+    page.goto(find(open_newest_mail(page, base, "confirm"), "confirm"))
+    page.get_by_role("button", name="Yes, start my course").click()
+    lesson = open_newest_mail(page, base, "Day 1 of 5")
+    assert "Samaritans" in lesson  # the UK's line, from the time zone
+
+    # "It stirred things up", straight from the email.
+    stirred = [u for u in re.findall(r"http://127\.0\.0\.1:\d+/checkin/\S+", lesson)][-1]
+    page.goto(stirred)
+    expect(page.get_by_role("heading", name="Thank you for telling us.")).to_be_visible()
+    crisis = page.get_by_role("region", name="If you need help right now")
+    expect(crisis).to_be_visible()
+    expect(crisis).to_contain_text("Samaritans")
+    expect(crisis.get_by_role("link", name="116 123")).to_have_attribute("href", "tel:116123")
+    expect(page.get_by_text("That is a normal reaction.")).to_be_visible()
+    expect(page.get_by_role("link", name="Book a session")).to_be_visible()
+    # The crisis box comes before the booking link and the note form, on a phone's screen.
+    box = crisis.bounding_box()
+    assert (
+        box is not None
+        and box["y"] < page.get_by_role("link", name="Book a session").bounding_box()["y"]
+    )
+    font = crisis.locator("p").first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")
+    size = "e => parseFloat(getComputedStyle(e).fontSize)"
+    body = page.get_by_text("That is a normal reaction.").evaluate(size)
+    fine = page.locator("p.fine").first.evaluate(size)
+    assert font >= body > fine  # as large as the page's text, not the small print
+    expect(page.get_by_text("not monitored around the clock")).to_be_visible()
+    page.get_by_label(re.compile("Only you")).fill("Some nights I feel there is no way out.")
+    page.get_by_role("button", name="Save note").click()
+    expect(page.get_by_text("Saved.")).to_be_visible()
+    shot(page, "20-stirred")
+
+    # The practice: an alert without the words, and the reader on "Needs a look".
+    alert = open_newest_mail(page, base, "need a look")
+    assert "/admin/care" in alert and "no way out" not in alert and "sam@" not in alert
+    _create_operator(env, "owner@harbor.example.org", "a long operator password")
+    page.goto(base + "/admin/")
+    page.get_by_label("Email").fill("owner@harbor.example.org")
+    page.get_by_label("Password").fill("a long operator password")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name=re.compile("Needs a look")).click()
+    expect(page.get_by_role("heading", name="Needs a look")).to_be_visible()
+    rows = page.locator("table.care tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("Urgent:")
+    expect(rows.nth(0)).to_contain_text("no way out")  # the phrase that matched, as listed
+    expect(rows.nth(1)).to_contain_text("Stirred things up")
+    shot(page, "21-needs-a-look")
+    rows.nth(0).get_by_role("button", name=re.compile("^Contacted")).click()
+    expect(page.locator("table.care tbody tr").nth(0)).to_contain_text(
+        "Contacted by owner@harbor.example.org"
+    )
+    context.close()

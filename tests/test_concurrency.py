@@ -65,6 +65,7 @@ def _env(settings: Settings, base: str, **extra: str) -> dict[str, str]:
         COURSE_SECRET_KEY=settings.secret_keys[-1],
         COURSE_BASE_URL=base,
         COURSE_MAIL_FROM="Harbor Therapy <course@harbor.example.org>",
+        COURSE_DATA_KEYS="Cj6lHKly5z-xDlB9LK5eNYlPAYxuD-EWoGgvYkjXrRE=",
         COURSE_BOOKING_URL="https://practice.example.org/book",
         COURSE_TICK_SECONDS="0.3",
     )

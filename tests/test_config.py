@@ -24,7 +24,7 @@ from course.config import (
     load_settings,
     markdown_table,
 )
-from tests.conftest import make_config, outbox_messages
+from tests.conftest import DATA_KEY, make_config, outbox_messages
 from tests.helpers import REPO, forms, link
 
 COURSE = str(Path(sys.executable).parent / "course")
@@ -316,6 +316,7 @@ def test_the_development_server_does_not_run_in_production(tmp_path: Path) -> No
         COURSE_BASE_URL="https://course.example.org",
         COURSE_MAIL_FROM="Practice <course@example.org>",
         COURSE_BOOKING_URL="https://example.org/book",
+        COURSE_DATA_KEYS=DATA_KEY,
     )
     assert result.exit_code == 2
     assert "course run is the development server" in result.output

@@ -403,6 +403,8 @@ def test_parse_origin_is_canonical(value: str) -> None:
 @FAST
 @given(email=st.emails(), before=st.text(max_size=20), after=st.text(max_size=20))
 def test_log_masking_hides_every_address(email: str, before: str, after: str) -> None:
+    # A mailbox spelled with the mask's own stars ("*@a.ac") reads the same once masked.
+    assume(email.split("@")[0].strip("*") != "")
     masked = mask(f"{before} {email} {after}")
     assert email not in masked
     assert mask(f"to={quote(email, safe='')}") != f"to={quote(email, safe='')}"

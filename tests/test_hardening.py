@@ -76,7 +76,10 @@ def test_a_fetch_of_the_confirmation_link_confirms_nothing(
     client.post("/subscribe", json={"email": "ana@example.com"})
     tick(app)
     confirmation = outbox_messages(settings)[-1]
-    urls = re.findall(r"https?://[^\s\"<>]+", text_part(confirmation))
+    ours = "https://course.example.org/"  # COURSE_BASE_URL in make_config
+    urls = [
+        u for u in re.findall(r"https?://[^\s\"<>]+", text_part(confirmation)) if u.startswith(ours)
+    ]
     assert any("/confirm/" in url for url in urls)
     for url in urls:
         for method in ("get", "head", "options"):
@@ -213,11 +216,27 @@ def test_the_unsubscribe_page_offers_a_pause_first(
 ) -> None:
     page = client.get(reader.url("unsubscribe")).get_data(as_text=True)
     form = forms(page)[0]
-    assert [value for _, value in form.buttons] == ["pause", "unsubscribe"]
+    assert [value for _, value in form.buttons] == ["pause", "keep", "unsubscribe"]
+    # "Keep my course" changes nothing.
+    kept = client.post(reader.url("unsubscribe"), data={"action": "keep"})
+    assert "Your course carries on." in kept.get_data(as_text=True)
+    assert subscriber(sessions).status == SubscriberStatus.ACTIVE
     client.post(reader.url("unsubscribe"), data={"action": "pause"})
     assert subscriber(sessions).status == SubscriberStatus.PAUSED
     client.post(reader.url("unsubscribe"), data={"action": "unsubscribe"})
     assert subscriber(sessions).status == SubscriberStatus.UNSUBSCRIBED
+
+
+def test_the_pause_page_offers_to_keep_the_course_first(
+    client: FlaskClient, reader: Reader, sessions: sessionmaker[Session]
+) -> None:
+    page = client.get(reader.url("pause")).get_data(as_text=True)
+    assert [value for _, value in forms(page)[0].buttons] == ["keep", "pause"]
+    kept = client.post(reader.url("pause"), data={"action": "keep"})
+    assert "Your course carries on." in kept.get_data(as_text=True)
+    assert subscriber(sessions).status == SubscriberStatus.ACTIVE
+    client.post(reader.url("pause"), data={"action": "pause"})
+    assert subscriber(sessions).status == SubscriberStatus.PAUSED
 
 
 # -- 5. scanner protection that holds for slow fetches --------------------------------------

@@ -9,6 +9,7 @@ form must then bring the confirmation and lesson 1 to that server.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import signal
@@ -151,6 +152,7 @@ def test_the_wheel_runs_the_whole_product_from_an_empty_directory(
         COURSE_DATABASE_URL=pg_url,
         COURSE_MAIL_URL=f"smtp://127.0.0.1:{smtp_port}",
         COURSE_SECRET_KEY=secrets.token_hex(32),
+        COURSE_DATA_KEYS=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         COURSE_BASE_URL=base,
         COURSE_MAIL_FROM="Harbor Therapy <course@harbor.example.org>",
         COURSE_BOOKING_URL="https://harbor.example.org/book",

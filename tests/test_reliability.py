@@ -209,6 +209,7 @@ def _env(db_url: str, port: int, **extra: str) -> dict[str, str]:
         COURSE_SECRET_KEY="reliability-test-secret-key-0123456789abcdef",
         COURSE_BASE_URL="https://course.example.org",
         COURSE_MAIL_FROM="Harbor Therapy <course@harbor.example.org>",
+        COURSE_DATA_KEYS="Cj6lHKly5z-xDlB9LK5eNYlPAYxuD-EWoGgvYkjXrRE=",
         COURSE_BOOKING_URL="https://practice.example.org/book",
         COURSE_TICK_SECONDS="0.5",
     )

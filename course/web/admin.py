@@ -1,7 +1,39 @@
-"""The practice's side: login, dashboard, subscribers, lessons.
+"""The practice's side: login, dashboard, subscribers, lessons, "Needs a look", staff.
 
 Views stay thin: numbers come from ``course.reports``, state changes from the domain
-modules. Every operator action is recorded as an event with the operator's id.
+modules. Every operator action is recorded as an event with the operator's id, and every
+view of readers' notes or replies in the audit log (``course.audit``).
+
+**Roles** (``course.operators.Role``). Every route names the least role it needs with one
+decorator, :func:`requires`; a signed-in operator below it gets a friendly 403 page, and
+pages hide the links and sections their role cannot use:
+
+=============================================  =========  =========  =====
+route                                          assistant  therapist  owner
+=============================================  =========  =========  =====
+dashboard, lessons (preview, send a test)      yes        yes        yes
+subscribers: search, page, pause, resume,      yes        yes        yes
+unsubscribe, re-send, retry, erase
+a reader's notes and replies (on their page)   no         yes        yes
+a reader's data export (JSON)                  no         yes        yes
+"Needs a look" (and marking items)             no         yes        yes
+staff accounts, the audit log                  no         no         yes
+two-factor set-up, sign out                    yes        yes        yes
+=============================================  =========  =========  =====
+
+The export is for therapists and owners only: it answers a reader's access request
+(GDPR Art. 15) and so must contain everything, notes and replies included. An assistant
+cannot read notes, and an export without them would be an incomplete answer that looks
+complete; so assistants get no export at all (readers can download their own data from
+their progress page at any time).
+
+**Sign-in** is a password, then, for an operator with two-factor sign-in, a code from their
+authenticator app or a recovery code (``/admin/login/code``). Between the two steps the
+session holds only "the password was right for operator N" (``_PENDING``) for five minutes;
+nothing is signed in until the second step. Both steps are rate limited per client, per
+account and per known device (``LOGIN_LIMITS``, ``CODE_LIMITS``). With
+``COURSE_REQUIRE_TOTP`` an operator without two-factor sign-in is sent to set it up after
+their password, and every other page sends them back there until they have.
 """
 
 from __future__ import annotations
@@ -9,11 +41,14 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import wraps
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import segno
 from flask import (
     Blueprint,
     Flask,
@@ -26,17 +61,23 @@ from flask import (
     request,
     url_for,
 )
+from flask import session as cookie_session
 from flask.typing import ResponseReturnValue
-from flask_login import UserMixin, current_user, login_required, login_user, logout_user
+from flask_login import UserMixin, current_user, login_user, logout_user
 from flask_wtf import FlaskForm
 from itsdangerous import BadData, URLSafeTimedSerializer
+from markupsafe import Markup
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 from werkzeug.wrappers import Response as BaseResponse
-from wtforms import EmailField, PasswordField
-from wtforms.validators import DataRequired, Length
+from wtforms import EmailField, PasswordField, StringField
+from wtforms.validators import DataRequired, Length, ValidationError
 
+from course import audit
+from course.audit import Action
 from course.bounces import replies_of
+from course.care import RiskPhrases, mark, needs_a_look, open_count, risk_phrases
+from course.crypto import DataKeyError, decrypt, encrypt
 from course.extensions import login_manager, state
 from course.mail import DeliveryError
 from course.models import (
@@ -45,14 +86,34 @@ from course.models import (
     EventKind,
     LessonProgress,
     Operator,
+    Reply,
     Subscriber,
     SubscriberStatus,
     utcnow,
 )
-from course.operators import authenticate, end_sessions, find_operator
-from course.privacy import erase, export_data
+from course.operators import (
+    OperatorError,
+    Role,
+    SecondFactor,
+    authenticate,
+    check_second_factor,
+    create_operator,
+    enable_totp,
+    end_sessions,
+    find_operator,
+    new_totp_secret,
+    recovery_codes_left,
+    remove_operator,
+    reset_totp,
+    role_of,
+    set_role,
+    signed_in,
+    staff,
+    totp_uri,
+)
+from course.privacy import consent_record, erase, export_data
 from course.progress import record_event
-from course.render import SAMPLE_READER
+from course.render import sample_reader
 from course.reports import (
     Filters,
     deliverability,
@@ -63,7 +124,14 @@ from course.reports import (
 )
 from course.schedule import parse_lesson_number
 from course.security import keyed_hash
-from course.subscriptions import pause, resend_lesson, resume, retry_failed, unsubscribe
+from course.subscriptions import (
+    known_timezones,
+    pause,
+    resend_lesson,
+    resume,
+    retry_failed,
+    unsubscribe,
+)
 from course.testsend import send_test
 from course.web.charts import bar_chart, stacked_bars
 from course.web.ratelimits import RateLimit, limit_endpoint
@@ -72,9 +140,10 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
 def init_app(app: Flask) -> None:
-    """Register the admin pages and the login's rate limits."""
+    """Register the admin pages and the rate limits of both sign-in steps."""
     app.register_blueprint(bp)
     limit_endpoint(app, "admin.login", LOGIN_LIMITS)
+    limit_endpoint(app, "admin.login_code", CODE_LIMITS)
 
 
 PAGE_SIZE = 50
@@ -117,6 +186,18 @@ def _device_cookie() -> KnownDevice | None:
     return KnownDevice(operator_id, nonce)
 
 
+def _attempted_operator_id() -> int | None:
+    """The account this sign-in request is for: the typed address's on the password step,
+    the one whose password was right on the code step."""
+    if request.endpoint == "admin.login_code":
+        pending = _pending_sign_in()
+        return pending.operator_id if pending is not None else None
+    typed = (request.form.get("email") or "")[:320]
+    with state().read_sessions() as session:
+        operator = find_operator(session, typed)
+        return operator.id if operator is not None else None
+
+
 def _known_device() -> KnownDevice | None:
     """The request's known-device cookie if it names the account being tried, else None.
 
@@ -127,11 +208,8 @@ def _known_device() -> KnownDevice | None:
         device = _device_cookie()
         if device is not None:
             try:
-                typed = (request.form.get("email") or "")[:320]
-                with state().read_sessions() as session:
-                    operator = find_operator(session, typed)
-                    if operator is not None and operator.id == device.operator_id:
-                        g.course_known_device = device
+                if _attempted_operator_id() == device.operator_id:
+                    g.course_known_device = device
             except Exception:  # an unreadable body, a database hiccup: no exemption
                 g.course_known_device = None
     known: KnownDevice | None = g.course_known_device
@@ -151,6 +229,13 @@ def _login_email() -> str:
     store is no place for operators' addresses, or for whatever else someone types)."""
     typed = request.form.get("email") or ""
     return "account:" + keyed_hash(state().settings.secret_keys, typed.strip().lower())
+
+
+def _code_account() -> str:
+    """The per-account key of the code step: a keyed hash of the operator's id."""
+    pending = _pending_sign_in()
+    who = str(pending.operator_id) if pending is not None else "-"
+    return "account:" + keyed_hash(state().settings.secret_keys, f"operator-id:{who}")
 
 
 def _device_key() -> str:
@@ -175,12 +260,13 @@ def _failed_login(response: Response) -> bool:
 #: 3. Per known device: failed attempts made with a known-device cookie count against that
 #:    cookie, so a stolen cookie gives no unlimited guesses either.
 #:
-#: The device cookie (``DEVICE_COOKIE``) is set at each successful login: signed with the
-#: app's secret keys (own salt), HttpOnly, SameSite=Lax, Secure over https, sent only to the
-#: login page; it holds the operator's id and a random id of its own, nothing personal, and
-#: grants no access by itself. Logging out leaves it (that is the point). A limit that
-#: counts only failures is checked before the view and counted after it, so with N requests
-#: in flight at once (N = web workers) it can overshoot by up to N - 1.
+#: The device cookie (``DEVICE_COOKIE``) is set at each successful login (after the second
+#: step, for an operator with two-factor sign-in): signed with the app's secret keys (own
+#: salt), HttpOnly, SameSite=Lax, Secure over https, sent only to the login pages; it holds
+#: the operator's id and a random id of its own, nothing personal, and grants no access by
+#: itself. Logging out leaves it (that is the point). A limit that counts only failures is
+#: checked before the view and counted after it, so with N requests in flight at once
+#: (N = web workers) it can overshoot by up to N - 1.
 LOGIN_LIMITS = (
     RateLimit("5 per minute;30 per hour"),
     RateLimit(
@@ -199,6 +285,27 @@ LOGIN_LIMITS = (
     ),
 )
 
+#: The second step (a code or a recovery code) is limited the same way, per account keyed
+#: by the operator whose password was right. With three codes valid at a time, 30 wrong
+#: guesses a day give an attacker who already has the password about one chance in 11,000.
+CODE_LIMITS = (
+    RateLimit("5 per minute;30 per hour"),
+    RateLimit(
+        "10 per hour;30 per day",
+        key=_code_account,
+        scope="login-code-account",
+        exempt_when=_on_known_device,
+        deduct_when=_failed_login,
+    ),
+    RateLimit(
+        "10 per hour",
+        key=_device_key,
+        scope="login-code-device",
+        exempt_when=_on_unknown_device,
+        deduct_when=_failed_login,
+    ),
+)
+
 
 def _remember_device(response: BaseResponse, operator_id: int) -> None:
     """Mark this browser as one ``operator_id`` signed in from (a new cookie, same id)."""
@@ -211,7 +318,7 @@ def _remember_device(response: BaseResponse, operator_id: int) -> None:
         DEVICE_COOKIE,
         _device_serializer().dumps([operator_id, nonce]),
         max_age=int(DEVICE_MAX_AGE.total_seconds()),
-        path=url_for("admin.login"),
+        path=url_for("admin.login"),  # also sent to /admin/login/code
         secure=state().settings.base_url.startswith("https://"),
         httponly=True,
         samesite="Lax",
@@ -228,7 +335,9 @@ class AdminUser(UserMixin):
 
     Its id, which Flask-Login keeps in the session (and would put in a remember-me cookie),
     is ``"<operator id>:<session version>"``: when the operator logs out the version goes up,
-    and every session made before, copies included, no longer loads.
+    and every session made before, copies included, no longer loads. The role and whether
+    two-factor sign-in is on are read from the database at every request, so a change by an
+    owner applies at once.
     """
 
     def __init__(self, operator: Operator) -> None:
@@ -237,6 +346,12 @@ class AdminUser(UserMixin):
         self.session_version = operator.session_version
         self.email = operator.email
         self.timezone = operator.timezone
+        self.role = role_of(operator)
+        self.has_totp = operator.totp_enabled_at is not None
+
+    def can(self, role: Role) -> bool:
+        """Whether this operator's role includes ``role``."""
+        return self.role.includes(role)
 
 
 @login_manager.user_loader
@@ -251,9 +366,49 @@ def _load_user(user_id: str) -> AdminUser | None:
         return AdminUser(operator)
 
 
+def _must_enrol(user: Any) -> bool:
+    """Whether this signed-in operator must set up two-factor sign-in before anything else."""
+    return bool(state().settings.require_totp and not user.has_totp)
+
+
+View = Callable[..., ResponseReturnValue]
+
+#: The least role of every admin view, by endpoint (filled by :func:`requires`).
+REQUIRED_ROLES: dict[str, Role] = {}
+
+
+def requires(role: Role, *, during_enrolment: bool = False) -> Callable[[View], View]:
+    """The one access check of admin views: signed in, two-factor set up if the practice
+    requires it (unless ``during_enrolment``), and a role that includes ``role``."""
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> ResponseReturnValue:
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()  # type: ignore[no-any-return]
+            if not during_enrolment and _must_enrol(current_user):
+                return redirect(url_for("admin.two_factor"))
+            if not current_user.can(role):
+                return render_template("web/admin/forbidden.html", needed=role), 403
+            return view(*args, **kwargs)
+
+        REQUIRED_ROLES[f"{bp.name}.{view.__name__}"] = role
+        return guarded
+
+    return decorate
+
+
+def _phrases() -> RiskPhrases:
+    return risk_phrases(state().settings.risk_phrases_file)
+
+
 class LoginForm(FlaskForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1000)])
+
+
+class CodeForm(FlaskForm):
+    code = StringField("Code", validators=[DataRequired(), Length(max=64)])
 
 
 @bp.app_template_filter("optime")
@@ -268,41 +423,237 @@ def operator_time(value: datetime | None) -> str:
 @bp.context_processor
 def _admin_context() -> dict[str, Any]:
     tz = getattr(current_user, "timezone", None) or state().settings.default_timezone
-    return {"operator_tz": tz, "current_user": current_user}
+    signed = bool(current_user.is_authenticated)
+    enrolling = signed and _must_enrol(current_user)
+    care_count = None
+    if signed and not enrolling and current_user.can(Role.THERAPIST):
+        with state().read_sessions() as session:
+            care_count = open_count(session, utcnow(), _phrases())
+
+    def can(role: Role) -> bool:
+        return signed and not enrolling and bool(current_user.can(role))
+
+    return {
+        "operator_tz": tz,
+        "current_user": current_user,
+        "Role": Role,
+        "can": can,
+        "enrolling": enrolling,
+        "care_count": care_count,
+    }
 
 
 # -- access ---------------------------------------------------------------------------------
 
+#: Between the password and the second factor: [operator id, session version, unix time].
+_PENDING = "course_2fa_pending"
+PENDING_MAX_AGE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class PendingSignIn:
+    operator_id: int
+    session_version: int
+    started: float
+
+
+def _pending_sign_in() -> PendingSignIn | None:
+    """The sign-in waiting for its second factor in this session, if still valid: recent,
+    and for an operator who still has two-factor sign-in and the same session version.
+
+    Asked by the rate limits and the view in one request, so the answer is kept in ``g``.
+    """
+    if "course_pending" not in g:
+        g.course_pending = _read_pending()
+    pending: PendingSignIn | None = g.course_pending
+    return pending
+
+
+def _read_pending() -> PendingSignIn | None:
+    raw = cookie_session.get(_PENDING)
+    if not (isinstance(raw, list) and len(raw) == 3):
+        return None
+    operator_id, version, started = raw
+    if type(operator_id) is not int or type(version) is not int:
+        return None
+    if not isinstance(started, int | float):
+        return None
+    age = utcnow().timestamp() - started
+    if not -60 <= age <= PENDING_MAX_AGE.total_seconds():
+        return None
+    with state().read_sessions() as session:
+        operator = session.get(Operator, operator_id)
+        if operator is None or operator.session_version != version:
+            return None
+        if operator.totp_enabled_at is None:
+            return None
+    return PendingSignIn(operator_id, version, started)
+
+
+def _complete_sign_in(user: AdminUser) -> BaseResponse:
+    """Sign ``user`` in for real, and send them where they can start."""
+    cookie_session.pop(_PENDING, None)
+    login_user(user)
+    target = "admin.two_factor" if _must_enrol(user) else "admin.dashboard"
+    response = redirect(url_for(target))
+    _remember_device(response, user.operator_id)
+    return response
+
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
-    """Sign in. Rate limited per address, per account and per device (``LOGIN_LIMITS``)."""
+    """Sign in, step one: the password. Rate limited per address, per account and per
+    device (``LOGIN_LIMITS``)."""
     form = LoginForm()
     error = None
     if form.validate_on_submit():
+        now = utcnow()
+        user = pending = None
         with state().sessions() as session, session.begin():
-            operator = authenticate(
-                session, form.email.data or "", form.password.data or "", utcnow()
-            )
-            user = AdminUser(operator) if operator else None
+            operator = authenticate(session, form.email.data or "", form.password.data or "")
+            if operator is not None and operator.totp_enabled_at is not None:
+                pending = [operator.id, operator.session_version, now.timestamp()]
+            elif operator is not None:
+                signed_in(session, operator.id, now)
+                audit.record(session, operator.id, Action.SIGN_IN, None, now, detail="password")
+                user = AdminUser(operator)
+        if pending is not None:
+            cookie_session[_PENDING] = pending
+            return redirect(url_for("admin.login_code"))
         if user is not None:
-            login_user(user)
-            response = redirect(url_for("admin.dashboard"))
-            _remember_device(response, user.operator_id)
-            return response
+            return _complete_sign_in(user)
         error = "That email and password don't match an operator account."
     status = 401 if request.method == "POST" else 200
     return render_template("web/admin/login.html", form=form, error=error), status
 
 
+@bp.route("/login/code", methods=["GET", "POST"])
+def login_code() -> ResponseReturnValue:
+    """Sign in, step two: a code from the authenticator app, or a recovery code. Rate
+    limited like the password (``CODE_LIMITS``)."""
+    pending = _pending_sign_in()
+    if pending is None:
+        if _PENDING in cookie_session:
+            cookie_session.pop(_PENDING, None)
+            flash("That took too long. Please sign in again.", "alert")
+        return redirect(url_for("admin.login"))
+    form = CodeForm()
+    error = None
+    if form.validate_on_submit():
+        now = utcnow()
+        user = None
+        left = 0
+        with state().sessions() as session, session.begin():
+            how = check_second_factor(session, pending.operator_id, form.code.data or "", now)
+            operator = session.get(Operator, pending.operator_id)
+            if how is not None and operator is not None:
+                signed_in(session, operator.id, now)
+                audit.record(
+                    session, operator.id, Action.SIGN_IN, None, now, detail=f"password+{how}"
+                )
+                user = AdminUser(operator)
+                left = recovery_codes_left(operator)
+        if user is not None:
+            if how is SecondFactor.RECOVERY_CODE:
+                flash(
+                    f"You signed in with a recovery code; it cannot be used again. "
+                    f"{left} recovery code{'' if left == 1 else 's'} left.",
+                    "alert" if left < 3 else "notice",
+                )
+            return _complete_sign_in(user)
+        error = "That code didn't work. Codes change every 30 seconds, and each works once."
+    status = 401 if request.method == "POST" else 200
+    return render_template("web/admin/login_code.html", form=form, error=error), status
+
+
 @bp.post("/logout")
-@login_required
+@requires(Role.ASSISTANT, during_enrolment=True)
 def logout() -> ResponseReturnValue:
     """Sign out: end this operator's sessions on the server, not just this cookie."""
     with state().sessions() as session, session.begin():
         end_sessions(session, current_user.operator_id)
     logout_user()
+    cookie_session.pop(_ENROL, None)
+    cookie_session.pop(_PENDING, None)
     return redirect(url_for("admin.login"))
+
+
+# -- two-factor set-up ----------------------------------------------------------------------
+
+#: The secret being set up, until confirmed: [operator id, encrypted secret, unix time].
+_ENROL = "course_totp_enrol"
+ENROL_MAX_AGE = timedelta(minutes=30)
+
+
+def _enrol_secret(operator_id: int) -> str:
+    """The secret this operator is setting up (kept in the session, encrypted with the data
+    keys, for half an hour, so reloading the page does not change the QR code)."""
+    raw = cookie_session.get(_ENROL)
+    if isinstance(raw, list) and len(raw) == 3 and raw[0] == operator_id:
+        _, token, started = raw
+        age = utcnow().timestamp() - started if isinstance(started, int | float) else -1.0
+        fresh = 0 <= age <= ENROL_MAX_AGE.total_seconds()
+        if fresh and isinstance(token, str):
+            try:
+                return decrypt(token)
+            except DataKeyError:
+                pass
+    secret = new_totp_secret()
+    cookie_session[_ENROL] = [operator_id, encrypt(secret), utcnow().timestamp()]
+    return secret
+
+
+def _qr_svg(uri: str) -> Markup:
+    """The QR code of ``uri`` as inline SVG (drawn here: nothing from third parties, no
+    script, nothing the Content-Security-Policy forbids)."""
+    svg = segno.make(uri, error="m").svg_inline(
+        scale=5,
+        dark="#000",
+        light="#fff",
+        title="QR code for your authenticator app",
+        omitsize=True,  # a viewBox, so the page's CSS sizes it
+    )
+    return Markup(svg.replace("<svg ", '<svg role="img" aria-label="QR code" ', 1))
+
+
+@bp.route("/2fa", methods=["GET", "POST"])
+@requires(Role.ASSISTANT, during_enrolment=True)
+def two_factor() -> ResponseReturnValue:
+    """Set up two-factor sign-in: scan the QR code (or type the secret), confirm with a
+    code; the ten recovery codes are shown once, on the answer to that."""
+    operator_id = current_user.operator_id
+    if current_user.has_totp:
+        with state().read_sessions() as session:
+            operator = session.get(Operator, operator_id)
+            left = recovery_codes_left(operator) if operator is not None else 0
+            since = operator.totp_enabled_at if operator is not None else None
+        return render_template("web/admin/two_factor.html", enabled=True, left=left, since=since)
+    secret = _enrol_secret(operator_id)
+    form = CodeForm()
+    error = None
+    if form.validate_on_submit():
+        now = utcnow()
+        with state().sessions() as session, session.begin():
+            codes = enable_totp(session, operator_id, secret, form.code.data or "", now)
+            if codes is not None:
+                audit.record(session, operator_id, Action.TOTP_ENROL, None, now)
+        if codes is not None:
+            cookie_session.pop(_ENROL, None)
+            return render_template(
+                "web/admin/two_factor.html", enabled=True, recovery_codes=codes, left=len(codes)
+            )
+        error = "That code didn't match. Check the time on your phone and try the next code."
+    elif request.method == "POST":
+        error = "Please type the six-digit code your app shows."
+    uri = totp_uri(secret, current_user.email, state().settings.practice_name)
+    return render_template(
+        "web/admin/two_factor.html",
+        enabled=False,
+        form=form,
+        error=error,
+        qr=_qr_svg(uri),
+        secret=" ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
+    ), 400 if error else 200
 
 
 # -- dashboard ------------------------------------------------------------------------------
@@ -334,8 +685,13 @@ def _lesson_titles() -> tuple[dict[int, str], int]:
     return {d: lesson.title for d, lesson in lessons.lessons.items()}, lessons.total
 
 
+def _page_number() -> int:
+    page = request.args.get("page", "1")
+    return int(page) if re.fullmatch(r"[0-9]{1,5}", page) and int(page) > 0 else 1
+
+
 @bp.get("/")
-@login_required
+@requires(Role.ASSISTANT)
 def dashboard() -> ResponseReturnValue:
     """Funnel, per-lesson results and sending health."""
     course = state()
@@ -377,13 +733,12 @@ def dashboard() -> ResponseReturnValue:
 
 
 @bp.get("/subscribers")
-@login_required
+@requires(Role.ASSISTANT)
 def subscribers() -> ResponseReturnValue:
     """Search by address or name, filter by status, 50 per page."""
     q = request.args.get("q", "").strip()[:200]
     status = request.args.get("status", "")
-    page = request.args.get("page", "1")
-    page_no = int(page) if re.fullmatch(r"[0-9]{1,5}", page) and int(page) > 0 else 1
+    page_no = _page_number()
     query = select(Subscriber)
     if q:
         pattern = (
@@ -427,9 +782,11 @@ def _subscriber(session: Session, public_id: str) -> Subscriber:
 
 
 @bp.get("/subscribers/<public_id>")
-@login_required
+@requires(Role.ASSISTANT)
 def subscriber_detail(public_id: str) -> ResponseReturnValue:
-    """One subscriber: their timeline of deliveries and events, and actions."""
+    """One subscriber: their timeline of deliveries and events, and actions. Their notes
+    and replies only for a role that reads them, and that view goes into the audit log."""
+    reads_notes = current_user.can(Role.THERAPIST)
     with state().read_sessions() as session:
         subscriber = _subscriber(session, public_id)
         deliveries = session.scalars(
@@ -438,15 +795,31 @@ def subscriber_detail(public_id: str) -> ResponseReturnValue:
         events = session.scalars(
             select(Event).where(Event.subscriber_id == subscriber.id).order_by(Event.id)
         ).all()
-        progress = session.scalars(
+        progress_query = (
             select(LessonProgress)
             .where(LessonProgress.subscriber_id == subscriber.id)
             .order_by(LessonProgress.lesson)
-        ).all()
-        replies = replies_of(session, subscriber)
+        )
+        if not reads_notes:
+            # Never even decrypted for a role that must not read it.
+            progress_query = progress_query.options(defer(LessonProgress.note, raiseload=True))
+        progress = session.scalars(progress_query).all()
+        replies = replies_of(session, subscriber) if reads_notes else []
+        shown_private = reads_notes and (bool(replies) or any(p.note for p in progress))
+        consent = consent_record(session, subscriber)
+    if shown_private:
+        now = utcnow()
+        with state().sessions() as session, session.begin():
+            audit.record(session, current_user.operator_id, Action.VIEW_NOTES, subscriber.id, now)
+    # Replies are shown with their text to those who read them; others see only that the
+    # reader replied (the event, which never holds text).
     timeline = sorted(
         [("delivery", d.sent_at or d.due_at, d) for d in deliveries]
-        + [("event", e.created_at, e) for e in events if e.kind != EventKind.REPLY]
+        + [
+            ("event", e.created_at, e)
+            for e in events
+            if not (reads_notes and e.kind == EventKind.REPLY)
+        ]
         + [("reply", r.received_at, r) for r in replies],
         key=lambda item: item[1],
     )
@@ -454,8 +827,10 @@ def subscriber_detail(public_id: str) -> ResponseReturnValue:
     return render_template(
         "web/admin/subscriber.html",
         subscriber=subscriber,
+        consent=consent,
         timeline=timeline,
         progress=progress,
+        reads_notes=reads_notes,
         sent_lessons=sent_lessons,
         has_failed=any(
             d.kind == "lesson" and d.status == "failed" and not d.sent_at for d in deliveries
@@ -465,7 +840,7 @@ def subscriber_detail(public_id: str) -> ResponseReturnValue:
 
 
 @bp.post("/subscribers/<public_id>/<action>")
-@login_required
+@requires(Role.ASSISTANT)
 def subscriber_action(public_id: str, action: str) -> ResponseReturnValue:
     """Pause, resume, unsubscribe or re-send a lesson, as this operator."""
     course = state()
@@ -514,7 +889,7 @@ def subscriber_action(public_id: str, action: str) -> ResponseReturnValue:
 
 
 @bp.post("/retry-failed")
-@login_required
+@requires(Role.ASSISTANT)
 def retry_all_failed() -> ResponseReturnValue:
     """Queue every stalled reader's failed lesson again (after the cause was fixed)."""
     operator_id = current_user.operator_id
@@ -529,9 +904,11 @@ def retry_all_failed() -> ResponseReturnValue:
 
 
 @bp.get("/subscribers/<public_id>/export.json")
-@login_required
+@requires(Role.THERAPIST)
 def subscriber_export(public_id: str) -> ResponseReturnValue:
-    """The subscriber's data as JSON (for a data request)."""
+    """The subscriber's data as JSON (for a data request): everything, notes and replies
+    included, so only for roles that read notes (see the module docstring); audited."""
+    now = utcnow()
     with state().sessions() as session, session.begin():
         subscriber = _subscriber(session, public_id)
         data = export_data(session, subscriber)
@@ -539,10 +916,11 @@ def subscriber_export(public_id: str) -> ResponseReturnValue:
             session,
             subscriber,
             EventKind.EXPORT,
-            utcnow(),
+            now,
             via="admin",
             operator_id=current_user.operator_id,
         )
+        audit.record(session, current_user.operator_id, Action.EXPORT, subscriber.id, now)
     return Response(
         json.dumps(data, indent=2, ensure_ascii=False),
         mimetype="application/json",
@@ -551,7 +929,7 @@ def subscriber_export(public_id: str) -> ResponseReturnValue:
 
 
 @bp.route("/subscribers/<public_id>/erase", methods=["GET", "POST"])
-@login_required
+@requires(Role.ASSISTANT)
 def subscriber_erase(public_id: str) -> ResponseReturnValue:
     """Erase a subscriber for good, after a confirmation step."""
     with state().sessions() as session, session.begin():
@@ -575,11 +953,244 @@ def subscriber_erase(public_id: str) -> ResponseReturnValue:
     return redirect(url_for("admin.subscribers"), code=303)
 
 
+# -- needs a look ---------------------------------------------------------------------------
+
+
+def _care_subscriber(session: Session, item: str) -> int | None:
+    """The reader an item of the list is about, or None if there is no such item."""
+    kind, _, number = item.partition(":")
+    if not _NUMBER.fullmatch(number):
+        return None
+    if kind in ("checkin", "note"):
+        return session.scalar(
+            select(LessonProgress.subscriber_id).where(LessonProgress.id == int(number))
+        )
+    if kind == "reply":
+        return session.scalar(select(Reply.subscriber_id).where(Reply.id == int(number)))
+    return None
+
+
+@bp.get("/care")
+@requires(Role.THERAPIST)
+def care() -> ResponseReturnValue:
+    """The "Needs a look" list: stirred check-ins and notes or replies that matched a risk phrase,
+    urgent and new ones first; each can be marked seen or contacted. Audited."""
+    now = utcnow()
+    with state().read_sessions() as session:
+        items = needs_a_look(session, now, _phrases())
+    with state().sessions() as session, session.begin():
+        audit.record(
+            session,
+            current_user.operator_id,
+            Action.VIEW_CARE,
+            None,
+            now,
+            detail=f"{len(items)} item{'' if len(items) == 1 else 's'}",
+        )
+    return render_template("web/admin/care.html", items=items)
+
+
+@bp.post("/care/mark")
+@requires(Role.THERAPIST)
+def care_mark() -> ResponseReturnValue:
+    """Mark an item "seen" or "contacted", as this operator."""
+    item = request.form.get("item", "")[:64]
+    status = request.form.get("status", "")
+    now = utcnow()
+    with state().sessions() as session, session.begin():
+        subscriber_id = _care_subscriber(session, item)
+        if subscriber_id is None:
+            abort(404)
+        try:
+            mark(session, item, status, current_user.operator_id, now)
+        except ValueError:
+            abort(400)
+        audit.record(
+            session,
+            current_user.operator_id,
+            Action.CARE_MARK,
+            subscriber_id,
+            now,
+            detail=f"{item} {status}",
+        )
+    flash(f"Marked as {status}.", "notice")
+    return redirect(url_for("admin.care"), code=303)
+
+
+# -- staff accounts (owners) ----------------------------------------------------------------
+
+_ROLE_CHOICES = [(r.value, r.label) for r in (Role.ASSISTANT, Role.THERAPIST, Role.OWNER)]
+
+
+def _known_timezone(_form: FlaskForm, field: StringField) -> None:
+    if (field.data or "") not in known_timezones():
+        raise ValidationError("Use a time zone name such as Europe/Berlin.")
+
+
+def _known_role(_form: FlaskForm, field: StringField) -> None:
+    if Role.parse(field.data) is None:
+        raise ValidationError("Choose owner, therapist or assistant.")
+
+
+class StaffForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
+    # A <select> drawn by the template (staff.html) from _ROLE_CHOICES.
+    role = StringField("Role", default=Role.ASSISTANT.value, validators=[_known_role])
+    timezone = StringField(
+        "Time zone", default="UTC", validators=[DataRequired(), Length(max=64), _known_timezone]
+    )
+    password = PasswordField(
+        "First password (at least 12 characters; tell them in person)",
+        validators=[DataRequired(), Length(max=1000)],
+    )
+
+
+def _staff_page(form: StaffForm, status: int = 200) -> ResponseReturnValue:
+    with state().read_sessions() as session:
+        accounts = [
+            (operator, role_of(operator), recovery_codes_left(operator))
+            for operator in staff(session)
+        ]
+    return render_template(
+        "web/admin/staff.html", accounts=accounts, form=form, roles=_ROLE_CHOICES
+    ), status
+
+
+@bp.get("/staff")
+@requires(Role.OWNER)
+def staff_list() -> ResponseReturnValue:
+    """Staff accounts: who has which role and two-factor sign-in; create, change, remove."""
+    return _staff_page(StaffForm())
+
+
+@bp.post("/staff")
+@requires(Role.OWNER)
+def staff_create() -> ResponseReturnValue:
+    """Create a staff account with a first password the owner hands over."""
+    form = StaffForm()
+    if not form.validate_on_submit():
+        return _staff_page(form, 400)
+    now = utcnow()
+    try:
+        with state().sessions() as session, session.begin():
+            operator = create_operator(
+                session,
+                form.email.data or "",
+                form.password.data or "",
+                form.timezone.data or "UTC",
+                role=form.role.data,
+            )
+            audit.record(
+                session,
+                current_user.operator_id,
+                Action.STAFF_CREATE,
+                None,
+                now,
+                detail=f"staff #{operator.id}: {operator.role}",
+            )
+            created = operator.email
+    except OperatorError as exc:
+        form.email.errors = [*form.email.errors, f"Cannot create the account: {exc}."]
+        return _staff_page(form, 400)
+    flash(f"Created {created}. Give them the first password in person.", "notice")
+    return redirect(url_for("admin.staff_list"), code=303)
+
+
+def _staff_change(operator_id: int, change: Callable[[Session], str]) -> ResponseReturnValue:
+    """Run one change to a staff account; its message, or the reason it was refused."""
+    try:
+        with state().sessions() as session, session.begin():
+            if session.get(Operator, operator_id) is None:
+                abort(404)
+            message = change(session)
+    except OperatorError as exc:
+        flash(f"Not changed: {exc}.", "alert")
+    else:
+        flash(message, "notice")
+    return redirect(url_for("admin.staff_list"), code=303)
+
+
+@bp.post("/staff/<int:operator_id>/role")
+@requires(Role.OWNER)
+def staff_role(operator_id: int) -> ResponseReturnValue:
+    """Give a staff member another role (never leaves the practice without an owner)."""
+    role = Role.parse(request.form.get("role", ""))
+    if role is None:
+        abort(400)
+
+    def change(session: Session) -> str:
+        operator = set_role(session, operator_id, role)
+        audit.record(
+            session,
+            current_user.operator_id,
+            Action.STAFF_ROLE,
+            None,
+            utcnow(),
+            detail=f"staff #{operator_id}: {role.value}",
+        )
+        return f"{operator.email} is now {role.label.lower()}."
+
+    return _staff_change(operator_id, change)
+
+
+@bp.post("/staff/<int:operator_id>/reset-2fa")
+@requires(Role.OWNER)
+def staff_reset_2fa(operator_id: int) -> ResponseReturnValue:
+    """Turn off a staff member's two-factor sign-in (a lost phone); their sessions end."""
+
+    def change(session: Session) -> str:
+        reset_totp(session, operator_id)
+        audit.record(
+            session,
+            current_user.operator_id,
+            Action.STAFF_RESET_2FA,
+            None,
+            utcnow(),
+            detail=f"staff #{operator_id}",
+        )
+        return "Two-factor sign-in was reset; they set it up again at their next sign-in."
+
+    return _staff_change(operator_id, change)
+
+
+@bp.post("/staff/<int:operator_id>/remove")
+@requires(Role.OWNER)
+def staff_remove(operator_id: int) -> ResponseReturnValue:
+    """Remove a staff account (never the last owner). What they did stays recorded."""
+
+    def change(session: Session) -> str:
+        email = remove_operator(session, operator_id)
+        audit.record(
+            session,
+            current_user.operator_id,
+            Action.STAFF_REMOVE,
+            None,
+            utcnow(),
+            detail=f"staff #{operator_id}",
+        )
+        return f"Removed {email}."
+
+    return _staff_change(operator_id, change)
+
+
+@bp.get("/audit")
+@requires(Role.OWNER)
+def audit_log() -> ResponseReturnValue:
+    """Who read readers' notes and replies, and who changed staff: newest first."""
+    page_no = _page_number()
+    with state().read_sessions() as session:
+        rows, count = audit.entries(session, page_no, PAGE_SIZE)
+    pages = max(1, (count + PAGE_SIZE - 1) // PAGE_SIZE)
+    return render_template(
+        "web/admin/audit.html", rows=rows, count=count, page=page_no, pages=pages
+    )
+
+
 # -- lessons --------------------------------------------------------------------------------
 
 
 @bp.get("/lessons")
-@login_required
+@requires(Role.ASSISTANT)
 def lessons() -> ResponseReturnValue:
     """All lesson files, with broken ones and their reasons."""
     current = state().lessons.current()
@@ -592,7 +1203,7 @@ def lessons() -> ResponseReturnValue:
 
 
 @bp.get("/lessons/<int:day>")
-@login_required
+@requires(Role.ASSISTANT)
 def lesson_detail(day: int) -> ResponseReturnValue:
     """A lesson rendered as a reader gets it: HTML (sandboxed) and text."""
     current = state().lessons.current()
@@ -600,11 +1211,12 @@ def lesson_detail(day: int) -> ResponseReturnValue:
     if lesson is None:
         abort(404)
     renderer = state().renderer
+    reader = sample_reader(state().settings)  # as `course preview` shows it
     try:
-        compiled = renderer.compiled("lesson", day, current)
+        compiled = renderer.compiled("lesson", day, current, reader.country)
     except Exception as exc:  # a template error must show as a message, not a 500
         return render_template("web/admin/lesson.html", lesson=lesson, error=str(exc)), 200
-    html, text = compiled.fill(renderer.slot_values(compiled.slots, SAMPLE_READER, "lesson", day))
+    html, text = compiled.fill(renderer.slot_values(compiled.slots, reader, "lesson", day))
     return render_template(
         "web/admin/lesson.html",
         lesson=lesson,
@@ -616,7 +1228,7 @@ def lesson_detail(day: int) -> ResponseReturnValue:
 
 
 @bp.post("/lessons/<int:day>/test")
-@login_required
+@requires(Role.ASSISTANT)
 def lesson_test(day: int) -> ResponseReturnValue:
     """Send this lesson to the operator's own address, now."""
     course = state()

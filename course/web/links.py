@@ -25,11 +25,13 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, Flask, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, Response, g, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from course.care import RiskPhrases, risk_phrases
+from course.crisis import countries
 from course.extensions import state
 from course.models import (
     CheckIn,
@@ -46,6 +48,7 @@ from course.progress import (
     MAX_NOTE,
     check_in,
     mark_done,
+    record_event,
     record_link_click,
     save_note,
     scan_in_progress,
@@ -118,6 +121,7 @@ def _resolve(
     subscriber = by_public_id(session, payload[0])
     if subscriber is None:
         raise LinkError(404, GONE)
+    g.reader_country = subscriber.country  # the crisis resources this reader's pages show
     return subscriber, lesson
 
 
@@ -175,6 +179,11 @@ def _progress(session: Session, subscriber: Subscriber, lesson: int) -> LessonPr
             LessonProgress.run == subscriber.run,
         )
     ).first()
+
+
+def _phrases() -> RiskPhrases:
+    """The practice's risk phrases (course.care): a note that matches one reaches a person."""
+    return risk_phrases(state().settings.risk_phrases_file)
 
 
 def _lesson_title(lesson: int) -> str:
@@ -241,7 +250,7 @@ def checkin(token: str) -> ResponseReturnValue:
                 if len(note) > MAX_NOTE:
                     errors["note"] = f"Please keep the note under {MAX_NOTE} characters."
                 else:
-                    save_note(session, subscriber, lesson, note, now)
+                    save_note(session, subscriber, lesson, note, now, _phrases())
                     saved = True
             if errors:
                 saved = False
@@ -320,7 +329,9 @@ def pause_link(token: str) -> ResponseReturnValue:
         subscriber, _ = _resolve(session, "pause", token, with_lesson=False)
         changed = None
         if request.method == "POST":
-            if request.form.get("action") == "resume":
+            if request.form.get("action") == "keep":
+                changed = "kept"
+            elif request.form.get("action") == "resume":
                 total = course.lessons.current().total
                 ok = resume(session, subscriber, utcnow(), settings=course.settings, total=total)
                 changed = "resumed" if ok else None
@@ -341,9 +352,13 @@ def unsubscribe_link(token: str) -> ResponseReturnValue:
     mail apps. This link travels in a mail header, so its page leads nowhere else."""
     with state().sessions() as session, session.begin():
         subscriber, _ = _resolve(session, "unsubscribe", token, with_lesson=False)
-        paused_now = False
+        paused_now = kept = False
         if request.method == "POST":
-            if request.form.get("action") == "pause":
+            # Only an explicit "unsubscribe" (or a mail app's RFC 8058 one-click POST, which
+            # carries no action) unsubscribes; the gentler choices come first on the page.
+            if request.form.get("action") == "keep":
+                kept = True
+            elif request.form.get("action") == "pause":
                 paused_now = pause(session, subscriber, utcnow(), via="page")
             else:
                 one_click = request.form.get("List-Unsubscribe") == "One-Click"
@@ -354,6 +369,7 @@ def unsubscribe_link(token: str) -> ResponseReturnValue:
             status=subscriber.status,
             statuses=SubscriberStatus,
             paused_now=paused_now,
+            kept=kept,
             token=token,
         )
 
@@ -417,6 +433,7 @@ def _progress_page(session: Session, subscriber: Subscriber, **extra: Any) -> st
         next_at=local_time(max(queued.due_at, utcnow()), subscriber.timezone) if queued else "",
         send_hour=send_hour_of(subscriber, course.settings),
         zones=sorted(known_timezones()),
+        countries=_countries(),
         max_note=MAX_NOTE,
         tokens=_progress_tokens(subscriber),
         **extra,
@@ -452,6 +469,34 @@ def progress_resume(token: str) -> ResponseReturnValue:
             total=course.lessons.current().total,
         )
     return redirect(url_for("links.progress", token=token, _anchor="status"), code=303)
+
+
+@bp.post("/me/<token>/country")
+def progress_country(token: str) -> ResponseReturnValue:
+    """Choose whose crisis resources the reader's emails and pages show."""
+    course = state()
+    with course.sessions() as session, session.begin():
+        subscriber, _ = _resolve(session, "progress", token, with_lesson=False)
+        code = (request.form.get("country") or "").strip().upper()
+        known = {c for c, _ in _countries()}
+        if code and code not in known:
+            raise LinkError(400, "Please choose a country from the list.")
+        subscriber.country = code or None
+        record_event(session, subscriber, EventKind.SCHEDULE, utcnow(), value="country")
+    return redirect(
+        url_for("links.progress", token=token, saved="country", _anchor="help"), code=303
+    )
+
+
+def _countries() -> list[tuple[str, str]]:
+    """The countries a reader can choose (the practice's choice, or all in the data)."""
+    course = state()
+    shown = set(course.settings.crisis_countries)
+    return [
+        (code, name)
+        for code, name in countries(course.renderer.crisis)
+        if not shown or code in shown
+    ]
 
 
 @bp.post("/me/<token>/schedule")
@@ -493,7 +538,7 @@ def progress_note(token: str) -> ResponseReturnValue:
                 subscriber,
                 errors={"note": f"Please keep the note under {MAX_NOTE} characters."},
             ), 400
-        save_note(session, subscriber, lesson, note, utcnow())
+        save_note(session, subscriber, lesson, note, utcnow(), _phrases())
     return redirect(url_for("links.progress", token=token, saved="note"), code=303)
 
 

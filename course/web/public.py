@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -47,10 +48,12 @@ from course.security import (
 )
 from course.signups import decide_signups
 from course.subscriptions import (
+    Consent,
     SignupData,
     ValidationFailed,
     by_public_id,
     confirm,
+    consent_text_hash,
     store_signup_request,
     validate_signup,
 )
@@ -199,7 +202,15 @@ def subscribe_view() -> ResponseReturnValue:
         # The same answer as for a person, and nothing stored: a bot learns nothing.
         log.info("signup dropped reason=%s", bot)
     else:
-        _record_signup(signup)
+        source = "api" if is_json else ("website" if trusted else "hosted")
+        consent = Consent(
+            source=source,
+            origin=origin
+            if source != "hosted" and origin not in (None, "null", "invalid")
+            else None,
+            text_hash=consent_text_hash(settings.signup_consent_text),
+        )
+        _record_signup(dataclasses.replace(signup, consent=consent))
     if is_json:
         return jsonify(status="ok", message=SIGNUP_MESSAGE), 202
     return redirect(next_url or url_for("public.thanks"), code=303)
@@ -333,6 +344,8 @@ def _form_page(
         next_url=next_url,
         total=lessons.total,
         lessons=[lessons.lessons[d] for d in sorted(lessons.lessons)],
+        # The exact wording kept with each reader's consent record (consent_texts).
+        consent_text=course.settings.signup_consent_text,
     )
     return page, status
 
