@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Flask, g
 
-from course.checks import check_templates, log_content_problems
+from course.checks import check_templates, courses_at_start, log_content_problems
 from course.config import ALL_NEEDS, Settings, load_settings, secret_key_problem
 from course.crisis import country_for_timezone
 from course.logs import install_log_masking
@@ -42,6 +42,9 @@ def create_app(
     app = Flask(__name__, instance_path=str(settings.instance_dir), instance_relative_config=True)
     app.config.update(flask_config(settings))
     app.config.update(flask_extra)
+    # A link with an empty token ("/me//pause") is a bad link (404), not a redirect to
+    # another page ("/me/pause" would read "pause" as the token).
+    app.url_map.merge_slashes = False
     # Pages come from the shipped templates, with the practice's own folder in front.
     app.jinja_loader = template_loader(settings)
     register_extensions(app, settings)
@@ -112,7 +115,14 @@ def register_extensions(app: Flask, settings: Settings) -> None:
 
 def register_blueprints(app: Flask, settings: Settings) -> None:
     """One blueprint per audience; the outbox viewer only in development."""
-    from course.web import admin, health, links, public, webhooks
+    from course.web import (
+        admin,
+        admin_courses,  # noqa: F401 - adds the course editor to admin.bp
+        health,
+        links,
+        public,
+        webhooks,
+    )
 
     public.init_app(app)
     links.init_app(app)
@@ -169,4 +179,6 @@ def check_content_at_start(app: Flask) -> None:
     reporting them until they are fixed)."""
     course: CourseState = app.extensions["course"]
     course.content.page_problems = check_templates(app.jinja_env, "web")
-    log_content_problems(course.content.report(course.lessons.current(), utcnow()), "web app")
+    courses = courses_at_start(course.courses, "web app")
+    if courses is not None:
+        log_content_problems(course.content.report(courses, utcnow()), "web app")

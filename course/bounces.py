@@ -40,10 +40,9 @@ from course.models import (
     EventKind,
     Reply,
     Subscriber,
-    SubscriberStatus,
 )
 from course.progress import record_event
-from course.subscriptions import by_public_id, find_by_email, mark_bounced, unsubscribe
+from course.subscriptions import by_public_id, find_person, mark_bounced, unsubscribe_everywhere
 
 #: Our Message-IDs: ``<lesson-3.PUBLICID@domain>``, ``<lesson-3-r1.…>``, ``<confirm-2.…>``.
 _OUR_MESSAGE_ID = re.compile(
@@ -80,7 +79,7 @@ def match_feedback(
             lesson = int(found.group(2)) if found.group(1) == "lesson" else None
             return Match(subscriber, lesson, "message-id")
     for recipient in feedback.recipients:
-        subscriber = find_by_email(session, recipient)
+        subscriber = find_person(session, recipient)
         if subscriber is not None:
             return Match(subscriber, None, "address")
     return None
@@ -129,8 +128,8 @@ def apply_feedback(
             value=(feedback.feedback_type or "abuse")[:64],
             via=via,
         )
-        if subscriber.status not in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
-            unsubscribe(session, subscriber, now, via="complaint")
+        # A complaint is about the address, not one course: every course stops.
+        unsubscribe_everywhere(session, subscriber, now, via="complaint")
         return "complaint"
     if feedback.kind == FeedbackKind.AUTO_REPLY:
         record_event(session, subscriber, EventKind.AUTO_REPLY, now, lesson=lesson, via=via)

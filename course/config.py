@@ -168,7 +168,10 @@ class Settings(BaseSettings):
     )
     lessons_dir: Path | None = Field(
         None,
-        description="A folder of lesson files that replaces the shipped five-day course.",
+        description="A course folder (lesson files, see docs/courses.md) that `course db "
+        "upgrade` imports as the first course when the database has none yet. Afterwards "
+        "courses live in the database: edit them in the admin, or publish a folder with "
+        "`course courses import`.",
         json_schema_extra=_doc("the shipped course"),
     )
     templates_dir: Path | None = Field(

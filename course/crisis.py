@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 import textwrap
 import zoneinfo
 from collections.abc import Iterable, Mapping
@@ -27,80 +28,142 @@ from functools import lru_cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StrictBool,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
 DATA_PACKAGE = "course.data"
 DATA_FILE = "crisis_resources.json"
 FALLBACK = "XX"
 """The worldwide entry: shown when the reader's country is unknown, not listed, or not shown."""
 
-_CODE = re.compile(r"[A-Z]{2}")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_LINE_FIELDS = {"name", "phone", "text", "url", "hours", "languages", "note"}
-_LINE_REQUIRED = ("name", "phone", "text", "url", "hours")
-_ENTRY_FIELDS = {
-    "country",
-    "name",
-    "emergency",
-    "crisis_lines",
-    "domestic_abuse",
-    "source",
-    "checked",
-    "verified_online",
-    "notes",
+# What each field must be, for the error messages (keyed by field; "[]" for a list's items).
+# A field not listed is a text field.
+_RULES = {
+    "countries": "must be a list of country entries",
+    "country": "must be an ISO 3166-1 alpha-2 code in capitals (e.g. 'DE'), "
+    f"or {FALLBACK!r} for the worldwide fallback",
+    "crisis_lines": "must be a list of lines (at least one)",
+    "domestic_abuse": "must be a list of lines (it may be empty)",
+    "source": "must be an https:// URL or a list of them",
+    "source[]": "must be an https:// URL",
+    "url": "must be an https:// URL, or null for none",
+    "checked": "must be a date as YYYY-MM-DD",
+    "verified_online": "must be true or false",
+    "languages": "must be a list of language codes",
+    "languages[]": "must be a language code such as 'de'",
+    "phone": "must be a non-empty string, or null for none",
+    "text": "must be a non-empty string, or null for none",
 }
-_ENTRY_REQUIRED = (
-    "country",
-    "name",
-    "emergency",
-    "crisis_lines",
-    "domestic_abuse",
-    "source",
-    "checked",
-    "verified_online",
-)
+_TEXT_RULE = "must be a non-empty string"
 # Codes people write that ISO 3166-1 does not use, with the one they mean.
 _CODE_HINTS = {"UK": "GB", "EL": "GR"}
+# Printing a wrong value helps find it; a whole misplaced object would drown the sentence.
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 120
 
 
 class CrisisDataError(ValueError):
     """A crisis-resources file that cannot be used; the message names the file and entry."""
 
 
-@dataclass(frozen=True)
-class Line:
+def _known_country(code: str) -> str:
+    known = zone_tables().countries
+    if code != FALLBACK and known and code not in known:  # no iso3166.tab: trust the format
+        hint = f" (did you mean {_CODE_HINTS[code]!r}?)" if code in _CODE_HINTS else ""
+        raise ValueError(f"is not an ISO 3166-1 alpha-2 code{hint}")
+    return code
+
+
+def _not_empty(items: tuple[Any, ...]) -> tuple[Any, ...]:
+    # Not Field(min_length=1): pydantic would also call a list "too short" whose only item is
+    # broken, which hides the real problem behind a wrong one.
+    if not items:
+        raise ValueError("must not be empty")
+    return items
+
+
+def _plain_day(value: object) -> object:
+    # pydantic alone also reads timestamps and date-times as dates; the file wants a plain day.
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return value
+    raise ValueError(_RULES["checked"])
+
+
+# Python's re (in _STRICT), so that "\s" means what str.isspace() means and "\Z" is the end.
+_NOT_BLANK = StringConstraints(pattern=r"\S")
+_Text = Annotated[str, _NOT_BLANK, AfterValidator(str.strip)]
+# A pattern, not HttpUrl: HttpUrl would rewrite the address (adding "/", changing the host's
+# spelling), and readers should see it exactly as the practice wrote it.
+_HttpsUrl = Annotated[str, StringConstraints(pattern=r"^(?i:https)://[^/?#\s]+\S*\Z")]
+_Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}\Z"), AfterValidator(_known_country)]
+_STRICT = ConfigDict(frozen=True, extra="forbid", regex_engine="python-re")
+
+
+class Line(BaseModel):
     """One helpline or directory: how to reach it, and when."""
 
-    name: str
-    phone: str | None
-    text: str | None
+    model_config = _STRICT
+
+    name: _Text
+    phone: _Text | None
+    text: _Text | None
     """An SMS/chat number (``"988"``) or a short instruction (``"START to 88788"``,
     ``"WhatsApp 600 000 016"``); a bare number or keyword is read as "text ..."."""
-    url: str | None
-    hours: str
-    languages: tuple[str, ...] = ()
-    note: str | None = None
+    url: _HttpsUrl | None
+    hours: _Text
+    languages: tuple[Annotated[str, _NOT_BLANK], ...] = ()
+    note: _Text | None = None
     """Who or where it is for, e.g. ``"Scotland"`` or ``"for young people"``."""
 
+    @model_validator(mode="after")
+    def _reachable(self) -> Self:
+        if not (self.phone or self.text or self.url):
+            raise ValueError("needs at least one of 'phone', 'text' or 'url'")
+        return self
 
-@dataclass(frozen=True)
-class CountryResources:
+
+class CountryResources(BaseModel):
     """A country's emergency number, crisis lines and domestic-abuse lines."""
 
-    country: str
-    name: str
-    emergency: str
-    crisis_lines: tuple[Line, ...]
+    model_config = _STRICT
+
+    country: _Country
+    name: _Text
+    emergency: _Text
+    crisis_lines: Annotated[tuple[Line, ...], AfterValidator(_not_empty)]
     domestic_abuse: tuple[Line, ...]
-    source: tuple[str, ...]
-    checked: date
-    verified_online: bool
-    notes: str | None = None
+    # One source may be written without the list around it.
+    source: Annotated[
+        tuple[_HttpsUrl, ...],
+        BeforeValidator(lambda value: [value] if isinstance(value, str) else value),
+        AfterValidator(_not_empty),
+    ]
+    checked: Annotated[date, BeforeValidator(_plain_day)]
+    verified_online: StrictBool  # pydantic would otherwise read "yes" or 1 as true
+    notes: _Text | None = None
 
     @property
     def is_fallback(self) -> bool:
+        """Whether this is the worldwide entry."""
         return self.country == FALLBACK
+
+
+class _File(BaseModel):
+    model_config = _STRICT
+
+    about: Any = None  # free text for the people who maintain the file
+    countries: list[CountryResources]
 
 
 # --- loading and validating ------------------------------------------------------------
@@ -141,25 +204,29 @@ def parse_resources(raw: str, origin: str) -> dict[str, CountryResources]:
 
     The shape: ``{"about": "...", "countries": [entry, ...]}`` (``about`` is optional).
     """
+
+    # json keeps the last of two equal keys without a word; in this file that hides a typo.
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                raise CrisisDataError(f"{origin}: the key {key!r} appears twice")
+            result[key] = value
+        return result
+
     try:
-        data = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
+        data = json.loads(raw, object_pairs_hook=unique)
     except json.JSONDecodeError as exc:
         raise CrisisDataError(
             f"{origin}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from exc
-    except _DuplicateKey as exc:
-        raise CrisisDataError(f"{origin}: the key {exc.args[0]!r} appears twice") from exc
-    if not isinstance(data, dict):
-        raise CrisisDataError(f'{origin}: expected an object {{"countries": [...]}}')
-    unknown = set(data) - {"about", "countries"}
-    if unknown:
-        raise CrisisDataError(f"{origin}: unknown top-level field(s): {_names(unknown)}")
-    entries = data.get("countries")
-    if not isinstance(entries, list):
-        raise CrisisDataError(f'{origin}: "countries" must be a list of country entries')
+    try:
+        entries = _File.model_validate(data).countries
+    except ValidationError as exc:
+        problems = [f"{origin}: {_sentence(error, data)}" for error in exc.errors()]
+        raise CrisisDataError("\n".join(problems)) from exc
     result: dict[str, CountryResources] = {}
-    for index, item in enumerate(entries, start=1):
-        entry = _entry(item, f"{origin}: entry {index}")
+    for index, entry in enumerate(entries, start=1):
         if entry.country in result:
             raise CrisisDataError(
                 f"{origin}: entry {index} ({entry.country}): country {entry.country} "
@@ -169,139 +236,43 @@ def parse_resources(raw: str, origin: str) -> dict[str, CountryResources]:
     return result
 
 
-class _DuplicateKey(Exception):
-    pass
+def _sentence(error: ErrorDetails, data: Any) -> str:
+    """One problem pydantic found, in words: where it is (entry, line), the field, the rule."""
+    rest = list(error["loc"])
+    where = []
+    # Name the entry by its country and the line by its name, as the practice wrote them.
+    if rest[:1] == ["countries"] and len(rest) > 1:
+        node = data["countries"][rest[1]]
+        where.append(f"entry {int(rest[1]) + 1}{_named(node, 'country')}")
+        rest = rest[2:]
+        if len(rest) > 1 and rest[0] in ("crisis_lines", "domestic_abuse"):
+            node = node[rest[0]][rest[1]]
+            where.append(f"{rest[0]}[{rest[1]}]{_named(node, 'name')}")
+            rest = rest[2:]
+    name = "".join(f"[{part}]" if isinstance(part, int) else str(part) for part in rest)
+    kind = error["type"]
+    reason = str(error["ctx"]["error"]) if kind == "value_error" else ""
+    if kind == "missing":
+        null = " (use null if there is none)" if name in ("phone", "text", "url") else ""
+        problem = f"{name!r} is missing{null}"
+    elif kind == "extra_forbidden":
+        problem = f"{name!r} is not a known field (a typo?)"
+    elif not name:  # the entry or line as a whole
+        problem = reason or ("expected an object" + ("" if where else ' {"countries": [...]}'))
+    else:
+        rule = reason or _RULES.get(f"{rest[0]}[]" if len(rest) > 1 else name, _TEXT_RULE)
+        problem = f"{name!r} {rule}; got {_shown(error['input'])}"
+    return ": ".join([", ".join(where), problem] if where else [problem])
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _DuplicateKey(key)
-        result[key] = value
-    return result
+def _named(node: object, key: str) -> str:
+    value = node.get(key) if isinstance(node, dict) else None
+    return f" ({value})" if isinstance(value, str) and value else ""
 
 
-def _names(keys: Iterable[str]) -> str:
-    return ", ".join(repr(key) for key in sorted(keys))
-
-
-def _entry(item: object, where: str) -> CountryResources:
-    if not isinstance(item, dict):
-        raise CrisisDataError(f"{where}: expected an object")
-    code = item.get("country")
-    if isinstance(code, str) and code:
-        where = f"{where} ({code})"
-    missing = [key for key in _ENTRY_REQUIRED if key not in item]
-    if missing:
-        raise CrisisDataError(f"{where}: missing field(s): {_names(missing)}")
-    unknown = set(item) - _ENTRY_FIELDS
-    if unknown:
-        raise CrisisDataError(f"{where}: unknown field(s): {_names(unknown)}")
-    country = _country_code(item["country"], where)
-    sources = item["source"]
-    if isinstance(sources, str):
-        sources = [sources]
-    if not isinstance(sources, list) or not sources:
-        raise CrisisDataError(f"{where}: 'source' must be a URL or a non-empty list of URLs")
-    verified = item["verified_online"]
-    if not isinstance(verified, bool):
-        raise CrisisDataError(f"{where}: 'verified_online' must be true or false")
-    crisis_lines = _lines(item["crisis_lines"], f"{where}, crisis_lines")
-    if not crisis_lines:
-        raise CrisisDataError(f"{where}: 'crisis_lines' needs at least one line")
-    return CountryResources(
-        country=country,
-        name=_text(item["name"], "name", where),
-        emergency=_text(item["emergency"], "emergency", where),
-        crisis_lines=crisis_lines,
-        domestic_abuse=_lines(item["domestic_abuse"], f"{where}, domestic_abuse"),
-        source=tuple(_url(url, f"source[{i}]", where) for i, url in enumerate(sources)),
-        checked=_date(item["checked"], where),
-        verified_online=verified,
-        notes=_optional_text(item.get("notes"), "notes", where),
-    )
-
-
-def _country_code(value: object, where: str) -> str:
-    if not isinstance(value, str) or not _CODE.fullmatch(value):
-        raise CrisisDataError(
-            f"{where}: 'country' must be an ISO 3166-1 alpha-2 code in capitals "
-            f"(e.g. 'DE'), or {FALLBACK!r} for the worldwide fallback; got {value!r}"
-        )
-    known = zone_tables().countries
-    if value != FALLBACK and known and value not in known:
-        hint = f" (did you mean {_CODE_HINTS[value]!r}?)" if value in _CODE_HINTS else ""
-        raise CrisisDataError(
-            f"{where}: 'country' {value!r} is not an ISO 3166-1 alpha-2 code{hint}"
-        )
-    return value
-
-
-def _lines(value: object, where: str) -> tuple[Line, ...]:
-    if not isinstance(value, list):
-        raise CrisisDataError(f"{where}: must be a list of lines")
-    return tuple(_line(item, f"{where}[{index}]") for index, item in enumerate(value))
-
-
-def _line(item: object, where: str) -> Line:
-    if not isinstance(item, dict):
-        raise CrisisDataError(f"{where}: expected an object")
-    name = item.get("name")
-    if isinstance(name, str) and name:
-        where = f"{where} ({name})"
-    missing = [key for key in _LINE_REQUIRED if key not in item]
-    if missing:
-        raise CrisisDataError(f"{where}: missing field(s): {_names(missing)} (use null for none)")
-    unknown = set(item) - _LINE_FIELDS
-    if unknown:
-        raise CrisisDataError(f"{where}: unknown field(s): {_names(unknown)}")
-    languages = item.get("languages", [])
-    if not isinstance(languages, list) or not all(
-        isinstance(lang, str) and lang.strip() for lang in languages
-    ):
-        raise CrisisDataError(f"{where}: 'languages' must be a list of language codes")
-    url = item["url"]
-    line = Line(
-        name=_text(item["name"], "name", where),
-        phone=_optional_text(item["phone"], "phone", where),
-        text=_optional_text(item["text"], "text", where),
-        url=None if url is None else _url(url, "url", where),
-        hours=_text(item["hours"], "hours", where),
-        languages=tuple(languages),
-        note=_optional_text(item.get("note"), "note", where),
-    )
-    if not (line.phone or line.text or line.url):
-        raise CrisisDataError(f"{where}: needs at least one of 'phone', 'text' or 'url'")
-    return line
-
-
-def _text(value: object, key: str, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise CrisisDataError(f"{where}: {key!r} must be a non-empty string")
-    return value.strip()
-
-
-def _optional_text(value: object, key: str, where: str) -> str | None:
-    return None if value is None else _text(value, key, where)
-
-
-def _url(value: object, key: str, where: str) -> str:
-    if not isinstance(value, str):
-        raise CrisisDataError(f"{where}: {key!r} must be an https URL (or null)")
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.netloc or any(ch.isspace() for ch in value):
-        raise CrisisDataError(f"{where}: {key!r} must be an https:// URL; got {value!r}")
-    return value
-
-
-def _date(value: object, where: str) -> date:
-    if isinstance(value, str) and _DATE.fullmatch(value):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            pass
-    raise CrisisDataError(f"{where}: 'checked' must be a date as YYYY-MM-DD; got {value!r}")
+def _shown(value: object) -> str:
+    # JSON's words, not Python's: the practice wrote null and true, not None and True.
+    return json.dumps(value) if value is None or isinstance(value, bool) else _REPR.repr(value)
 
 
 # --- choosing ----------------------------------------------------------------------------

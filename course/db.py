@@ -83,6 +83,20 @@ def alembic_config(url: str) -> AlembicConfig:
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    """Apply migrations up to ``revision``."""
+def upgrade(url: str, revision: str = "head", first_course: Path | None = None) -> None:
+    """Apply migrations up to ``revision``; at head, give the first course its lessons if
+    it has none yet (from ``first_course``, a course folder, or the shipped course)."""
     command.upgrade(alembic_config(url), revision)
+    if revision != "head":
+        return
+    # Imported here: the database layer stays below the domain modules.
+    from course.courses import seed_first_course
+    from course.models import utcnow
+    from course.resources import LESSONS_PACKAGE, package_dir
+
+    engine = make_engine(url)
+    try:
+        with make_sessionmaker(engine)() as session, session.begin():
+            seed_first_course(session, first_course or package_dir(LESSONS_PACKAGE), utcnow())
+    finally:
+        engine.dispose()

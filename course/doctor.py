@@ -803,11 +803,14 @@ def _envelope(
 
 
 def check_content_files(settings: Settings) -> list[Finding]:
-    """Templates and lessons, rendered as the sender renders them (``course.checks``)."""
+    """Templates and every course in the database, rendered as the sender renders them
+    (``course.checks``)."""
+    from sqlalchemy.engine import make_url
+
     from course.checks import check_content
-    from course.lessons import load_lessons
+    from course.courses import CourseLibrary
+    from course.db import make_engine, make_sessionmaker
     from course.render import Renderer
-    from course.resources import lessons_dir
     from course.tokens import Signer
 
     update: dict[str, Any] = {"dkim_key_file": None}  # signing is the config check's
@@ -815,25 +818,60 @@ def check_content_files(settings: Settings) -> list[Finding]:
         update["secret_key"] = SecretStr(secrets.token_hex(32))
     settings = settings.model_copy(update=update)
     renderer = Renderer(settings, Signer(settings.secret_keys))
-    lessons = load_lessons(lessons_dir(settings))
-    report = check_content(renderer, lessons, datetime.now(UTC))
+    if not settings.database_url:
+        return [
+            Finding(
+                "content",
+                Level.WARN,
+                "no database: the courses were not checked",
+                "set COURSE_DATABASE_URL (see the configuration check above)",
+            )
+        ]
+    url = make_url(settings.database_url)
+    file = url.database if url.database not in (None, "", ":memory:") else None
+    if url.get_backend_name() == "sqlite" and file and not Path(file).is_file():
+        # Opening it would create an empty file: the database check above names it.
+        return [
+            Finding(
+                "content",
+                Level.WARN,
+                "no database file: the courses were not checked",
+                f"{UPGRADE_FIX}, then check again",
+            )
+        ]
+    engine = make_engine(settings.database_url)
+    try:
+        courses = CourseLibrary(make_sessionmaker(engine)).current()
+    except Exception as exc:
+        return [
+            Finding(
+                "content",
+                Level.WARN,
+                f"the courses could not be read from the database: {exc}",
+                "see the database check above",
+            )
+        ]
+    finally:
+        engine.dispose()
+    report = check_content(renderer, courses, datetime.now(UTC))
     out = [
         Finding(
             "content",
             Level.FAIL,
             problem,
-            "correct the file named at the start of this line; `course lessons check` "
-            "checks again and `course preview DAY` shows a lesson",
+            "correct it in the admin's course editor (or the course folder, then `course "
+            "courses import`); `course lessons check --course SLUG` checks again",
         )
         for problem in report.problems
     ]
     if not report.problems:
+        live = [c for c in courses if c.version_id is not None]
         out.append(
             Finding(
                 "content",
                 Level.OK,
-                f"{lessons.total} lessons from {lessons.directory} and the confirmation email "
-                "render",
+                f"{len(live)} course(s), {sum(c.content.total for c in live)} lessons and "
+                "their emails render",
             )
         )
     return out

@@ -1,5 +1,10 @@
 """``course export``: subscribers and events as CSV, streamed from the database.
 
+Every row names its course (the ``course`` column, its slug, last so that the earlier
+columns keep their places); an export can be limited to one course. A subscriber row is one
+enrolment: a person on two courses has two rows. An erased reader's events keep their
+course and lose their subscriber.
+
 The files are meant to be opened in spreadsheets, and names and addresses are whatever
 people typed into the signup form. A cell such as ``=HYPERLINK(...)`` would be run as a
 formula, so every text cell that starts with a formula character is prefixed with an
@@ -20,7 +25,7 @@ from typing import Any, TextIO
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from course.models import Delivery, Event, Subscriber, lesson_received
+from course.models import Course, Delivery, Event, Subscriber, lesson_received
 
 SUBSCRIBER_COLUMNS = (
     "public_id",
@@ -35,6 +40,7 @@ SUBSCRIBER_COLUMNS = (
     "completed_at",
     "unsubscribed_at",
     "lessons_received",
+    "course",
 )
 EVENT_COLUMNS = (
     "id",
@@ -45,6 +51,7 @@ EVENT_COLUMNS = (
     "via",
     "operator_id",
     "created_at",
+    "course",
 )
 
 #: Rows fetched per database round trip; the export never holds a whole table in memory.
@@ -85,8 +92,9 @@ def write_rows(out: TextIO, header: Iterable[str], rows: Iterable[Iterable[Any]]
     return count
 
 
-def subscriber_rows(session: Session) -> Iterator[tuple[Any, ...]]:
-    """Every subscriber, oldest first, in :data:`SUBSCRIBER_COLUMNS` order."""
+def subscriber_rows(session: Session, course_id: int | None = None) -> Iterator[tuple[Any, ...]]:
+    """Every subscriber (of one course, or of all), oldest first, in
+    :data:`SUBSCRIBER_COLUMNS` order."""
     received = (
         select(Delivery.subscriber_id, func.count().label("n"))
         .where(lesson_received())
@@ -107,21 +115,29 @@ def subscriber_rows(session: Session) -> Iterator[tuple[Any, ...]]:
             Subscriber.completed_at,
             Subscriber.unsubscribed_at,
             func.coalesce(received.c.n, 0),
+            Course.slug,
         )
         .outerjoin(received, received.c.subscriber_id == Subscriber.id)
+        .outerjoin(Course, Course.id == Subscriber.course_id)
         .order_by(Subscriber.id)
         # Plain columns, not ORM objects: nothing piles up in the session's identity map.
         .execution_options(yield_per=CHUNK)
     )
+    if course_id is not None:
+        query = query.where(Subscriber.course_id == course_id)
     for row in session.execute(query):
         yield tuple(row)
 
 
-def event_rows(session: Session) -> Iterator[tuple[Any, ...]]:
-    """Every event, oldest first, in :data:`EVENT_COLUMNS` order.
+def event_rows(session: Session, course_id: int | None = None) -> Iterator[tuple[Any, ...]]:
+    """Every event (of one course, or of all), oldest first, in :data:`EVENT_COLUMNS` order.
 
-    An erased reader's events have no subscriber any more; their public id is empty.
+    An erased reader's events have no subscriber any more; their public id is empty and
+    their course is the one they kept. Events of no course (an operator's erasure) are in
+    the export of all courses only.
     """
+    # A reader's event belongs to their enrolment's course, an anonymous one to its own.
+    owner = func.coalesce(Subscriber.course_id, Event.course_id)
     query = (
         select(
             Event.id,
@@ -132,23 +148,29 @@ def event_rows(session: Session) -> Iterator[tuple[Any, ...]]:
             Event.via,
             Event.operator_id,
             Event.created_at,
+            Course.slug,
         )
         .outerjoin(Subscriber, Subscriber.id == Event.subscriber_id)
+        .outerjoin(Course, Course.id == owner)
         .order_by(Event.id)
         .execution_options(yield_per=CHUNK)
     )
+    if course_id is not None:
+        query = query.where(owner == course_id)
     for row in session.execute(query):
         yield tuple(row)
 
 
-def write_subscribers(session: Session, out: TextIO) -> int:
-    """Write the subscribers CSV to ``out``; returns how many rows were written."""
-    return write_rows(out, SUBSCRIBER_COLUMNS, subscriber_rows(session))
+def write_subscribers(session: Session, out: TextIO, course_id: int | None = None) -> int:
+    """Write the subscribers CSV (of one course, or of all) to ``out``; returns how many
+    rows were written."""
+    return write_rows(out, SUBSCRIBER_COLUMNS, subscriber_rows(session, course_id))
 
 
-def write_events(session: Session, out: TextIO) -> int:
-    """Write the events CSV to ``out``; returns how many rows were written."""
-    return write_rows(out, EVENT_COLUMNS, event_rows(session))
+def write_events(session: Session, out: TextIO, course_id: int | None = None) -> int:
+    """Write the events CSV (of one course, or of all) to ``out``; returns how many rows
+    were written."""
+    return write_rows(out, EVENT_COLUMNS, event_rows(session, course_id))
 
 
 def open_private(path: Path) -> TextIO:

@@ -17,26 +17,28 @@ each row runs in its own savepoint, so one failing row costs only that row.
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.config import Settings
+from course.courses import PublishedCourse
 from course.crisis import country_for_timezone
 from course.mailboxes import mailbox
 from course.models import Subscriber, SubscriberStatus
-from course.schedule import next_calendar_send, parse_hour, send_hour
+from course.schedule import first_lesson_due, next_send, parse_hour
 from course.subscriptions import (
     SignupData,
     ValidationFailed,
     find_by_email,
     is_suppressed,
     queue_lesson,
+    rhythm_of,
     subscribe,
     validate_signup,
 )
@@ -195,6 +197,7 @@ def _enrol(
     hour: int | None,
     consented: bool,
     settings: Settings,
+    course: PublishedCourse,
     now: datetime,
 ) -> None:
     if not consented:
@@ -211,6 +214,7 @@ def _enrol(
         return
     timezone = data.timezone or settings.default_timezone
     subscriber = Subscriber(
+        course_id=course.id,
         email=data.email,
         mailbox=mailbox(data.email),
         name=data.name,
@@ -227,16 +231,18 @@ def _enrol(
     )
     session.add(subscriber)
     session.flush()
-    if settings.lesson_interval is not None:
-        due = now
-    else:
-        # Lesson 1 at each reader's own next send hour, not on the next tick for everyone:
-        # thousands of messages at once from one sender look like spam to receiving mail
-        # servers (and hit relay rate limits), and a reader should get the first lesson in
-        # the morning like everyone who signs up on the site, not at whatever hour the
-        # import ran.
-        due = next_calendar_send(now, ZoneInfo(timezone), send_hour(hour, settings.send_hour))
-    queue_lesson(session, subscriber, 1, due)
+    first = course.content.next_for(set())
+    if first is None:
+        return
+    lesson = course.content.get(first)
+    rhythm = rhythm_of(subscriber, course, settings)
+    # The first lesson at each reader's own next send hour, not on the next tick for
+    # everyone: thousands of messages at once from one sender look like spam to receiving
+    # mail servers (and hit relay rate limits), and a reader should get the first lesson in
+    # the morning like everyone who signs up on the site, not at whatever hour the import
+    # ran.
+    due = first_lesson_due(now, lesson.delay_days if lesson else 0, rhythm)
+    queue_lesson(session, subscriber, first, next_send(due, rhythm))
 
 
 def import_rows(
@@ -245,13 +251,15 @@ def import_rows(
     settings: Settings,
     clock: Clock,
     *,
+    course: PublishedCourse,
     consented: bool = False,
     source: str | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> ImportResult:
     """Import ``rows``, committing every ``batch_size`` rows; skip invalid and known ones.
 
-    ``consented``: the readers already agreed to receive this course, so they start as
+    ``course``: the course they join. ``consented``: the readers already agreed to
+    receive this course, so they start as
     active without a confirmation email. ``source`` tags rows that have no source of their
     own. Raises :class:`ImportAborted` (rows before the failing one are committed) when a
     row fails for a reason other than its data.
@@ -267,6 +275,7 @@ def import_rows(
                 raw_email = (row.values.get("email") or "").strip()
                 try:
                     data, hour = _validate(row, settings, source)
+                    data = dataclasses.replace(data, course_id=course.id)
                 except ValidationFailed as exc:
                     reason = "; ".join(f"{k}: {v}" for k, v in exc.errors.items())
                     result.skipped.append(Skipped(line, raw_email, reason))
@@ -280,12 +289,12 @@ def import_rows(
                 try:
                     # A savepoint per row: if the row fails, only the row is undone.
                     with session.begin_nested():
-                        existing = find_by_email(session, data.email)
+                        existing = find_by_email(session, data.email, course.id)
                         opted_out = existing is None and is_suppressed(
                             session, settings.secret_keys, data.email
                         )
                         if existing is None and not opted_out:
-                            _enrol(session, data, hour, consented, settings, clock())
+                            _enrol(session, data, hour, consented, settings, course, clock())
                 except IntegrityError:
                     # Someone signed up with this address on the site while the import ran.
                     reason = "already in the database (signed up just now)"

@@ -1,37 +1,42 @@
-"""Loads the lesson files (``lessons/*.md``) and compiles their Markdown once.
+"""One lesson: its fields, the checks they must pass, and its Markdown compiled once.
 
-A lesson file is YAML front matter followed by Markdown::
+A lesson is edited as fields (in the admin's editor, or as a Markdown file with YAML front
+matter, see course.coursefiles)::
 
     ---
-    day: 1
-    subject: "Day {day} of {total}: Where insecurity comes from"
-    title: "Where insecurity comes from"
+    key: 2                 # its stable id in the course (never reused, kept on reordering)
+    delay: 1               # days after the previous lesson (the first: after joining)
+    subject: "Day {day} of {total}: Self-reflection"
+    title: "Self-reflection"
     preheader: "One line shown as the inbox preview."
-    booking_prompt: "An invitation to book a session."
     ---
     The lesson, in Markdown.
 
-The course is the set of files: adding a sixth lesson takes only a new file with ``day: 6``.
-A broken file is reported (file and reason) and skipped; the other lessons still go out,
-and subscribers who reach the broken day wait for it to be fixed instead of skipping it.
+``{day}`` and ``{total}`` are the only placeholders: the reader's own count ("Day 3 of 5"
+for their third lesson), filled when the lesson is sent. Anything else that looks like a
+placeholder (``{name}``, ``{{ name }}``, ``*|FNAME|*``) is an error, because it would reach
+readers as it is written.
 """
 
 from __future__ import annotations
 
 import re
 import textwrap
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field, replace
 
-import frontmatter
-import yaml
 from markdown_it import MarkdownIt
+from pydantic import BaseModel, ConfigDict, Field
 
-REQUIRED = ("day", "subject", "title")
-OPTIONAL_TEXT = ("preheader", "exercise_title", "booking_prompt", "slug")
+#: The only placeholders a lesson may use, and where.
+PLACEHOLDERS = ("day", "total")
+_PLACEHOLDER_FIELDS = ("subject", "title", "preheader")
+_LOOKS_LIKE_PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}|\{[A-Za-z_][\w.]*\}|\*\|[^|]*\|\*")
+MAX_DELAY_DAYS = 365
 
-# Raw HTML is off: lesson authors write Markdown, and nothing in a lesson file can inject
+DEFAULT_EXERCISE_TITLE = "Today's reflection"
+DEFAULT_BOOKING_PROMPT = "If it would help to talk this through, we are here."
+
+# Raw HTML is off: lesson authors write Markdown, and nothing in a lesson can inject
 # markup or script into an email or the admin.
 _markdown = MarkdownIt("commonmark", {"html": False, "typographer": True}).enable(
     ["replacements", "smartquotes"]
@@ -39,14 +44,34 @@ _markdown = MarkdownIt("commonmark", {"html": False, "typographer": True}).enabl
 
 
 class LessonError(ValueError):
-    """A lesson file that cannot be used, with the reason."""
+    """A lesson that cannot be used, with the reason."""
+
+
+class LessonFields(BaseModel):
+    """A lesson as it is written and stored (in a course version, or a draft)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: int = Field(ge=1, le=99_999)
+    delay_days: int = Field(0, ge=0, le=MAX_DELAY_DAYS)
+    slug: str = ""
+    subject: str = ""
+    title: str = ""
+    preheader: str = ""
+    exercise_title: str = DEFAULT_EXERCISE_TITLE
+    booking_prompt: str = DEFAULT_BOOKING_PROMPT
+    # The lesson talks about a partner who may be dangerous: the email shows the reader's
+    # country's domestic-abuse lines right after it.
+    safety_note: bool = False
+    body: str = ""
 
 
 @dataclass(frozen=True)
 class Lesson:
-    """One lesson, compiled: the HTML and text bodies are computed once at load."""
+    """One lesson, compiled: the HTML and text bodies are computed once."""
 
-    day: int
+    key: int
+    delay_days: int
     slug: str
     subject: str
     title: str
@@ -56,24 +81,65 @@ class Lesson:
     body_markdown: str
     body_html: str
     body_text: str
-    path: Path
-    # The lesson talks about a partner who may be dangerous: the email shows the reader's
-    # country's domestic-abuse lines right after it (front matter ``safety_note: true``).
     safety_note: bool = False
+
+    def for_reader(self, day: int, total: int) -> Lesson:
+        """The lesson with ``{day}`` and ``{total}`` filled in for one reader's count."""
+
+        def fill(text: str) -> str:
+            return text.replace("{day}", str(day)).replace("{total}", str(total))
+
+        return replace(
+            self,
+            subject=fill(self.subject),
+            title=fill(self.title),
+            preheader=fill(self.preheader),
+        )
 
 
 @dataclass
 class LessonSet:
-    """All lessons found, by day, and the files that could not be used."""
+    """A course's lessons, compiled, in course order, and those that could not be used.
+
+    ``order`` holds every lesson's key, broken ones included: a reader who reaches a broken
+    lesson waits for it to be fixed instead of skipping it.
+    """
 
     lessons: dict[int, Lesson] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)  # file name -> reason
-    total: int = 0  # the course length: the number of lesson files, broken ones included
-    directory: Path | None = None  # where they were read from
+    order: tuple[int, ...] = ()
+    errors: dict[str, str] = field(default_factory=dict)  # where -> reason
+    broken: dict[int, str] = field(default_factory=dict)  # key -> reason, for the send log
 
-    def get(self, day: int) -> Lesson | None:
-        """The lesson for ``day``, or None if it is missing or broken."""
-        return self.lessons.get(day)
+    @property
+    def total(self) -> int:
+        """How many lessons the course has."""
+        return len(self.order)
+
+    def get(self, key: int) -> Lesson | None:
+        """The lesson with ``key``, or None if it is missing or broken."""
+        return self.lessons.get(key)
+
+    def next_for(self, received: set[int] | frozenset[int]) -> int | None:
+        """The one rule of a reader's way through a course: the next lesson is the first in
+        the course's current order that they have not received (in this run). So when the
+        practice adds, removes or reorders lessons, nobody gets a lesson twice, nobody
+        silently misses one, and a lesson added at the end reaches everyone still on the
+        course. None: they have had every lesson."""
+        return next((key for key in self.order if key not in received), None)
+
+    def count_for(self, received: set[int] | frozenset[int], key: int) -> tuple[int, int]:
+        """``(day, total)`` for the reader's "Day 3 of 5" when they get lesson ``key``: their
+        own count, which stays true when lessons are added, removed or reordered."""
+        had = set(received) - {key}
+        day = len(had) + 1
+        return day, day + sum(1 for k in self.order if k not in had and k != key)
+
+    def position(self, key: int) -> int | None:
+        """The lesson's place in the course (1 for the first), or None."""
+        try:
+            return self.order.index(key) + 1
+        except ValueError:
+            return None
 
 
 def markdown_to_html(source: str) -> str:
@@ -124,122 +190,54 @@ def _strip_inline(text: str) -> str:
     return re.sub(r"`([^`]*)`", r"\1", text).strip()
 
 
-def _text_field(meta: dict[str, Any], name: str, default: str = "") -> str:
-    value = meta.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, str | int | float):
-        raise LessonError(f"'{name}' must be text")
-    text = str(value).strip()
-    if "\n" in text or "\r" in text:
-        raise LessonError(f"'{name}' must be a single line")
-    return text
+def placeholder_problems(name: str, text: str) -> list[str]:
+    """What is wrong with the placeholders in one field (an empty list: nothing)."""
+    problems = []
+    allowed = PLACEHOLDERS if name in _PLACEHOLDER_FIELDS else ()
+    for match in _LOOKS_LIKE_PLACEHOLDER.finditer(text):
+        token = match.group(0)
+        if token.strip("{}") in allowed and token.startswith("{") and not token.startswith("{{"):
+            continue
+        where = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+        hint = f"only {where} can be used here" if allowed else "no placeholder can be used here"
+        problems.append(f"'{name}' has the unknown placeholder {token} ({hint})")
+    return problems
 
 
-def load_lesson(path: Path, total: int) -> Lesson:
-    """Parse and compile one lesson file, or raise :class:`LessonError` with the reason."""
-    try:
-        post = frontmatter.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise LessonError("the file is not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        raise LessonError(f"the front matter is not valid YAML: {exc}") from None
-    meta = dict(post.metadata)
-    missing = [name for name in REQUIRED if meta.get(name) in (None, "")]
-    if missing:
-        raise LessonError(f"missing front matter field(s): {', '.join(missing)}")
-    day = meta["day"]
-    if isinstance(day, bool) or not isinstance(day, int) or day < 1:
-        raise LessonError(f"'day' must be a whole number from 1, got {day!r}")
-    body = post.content.strip()
-    if not body:
-        raise LessonError("the lesson has no text after the front matter")
-    slug = _text_field(meta, "slug") or re.sub(r"^\d+[-_]?", "", path.stem)
+def lesson_problems(fields: LessonFields) -> list[str]:
+    """Everything wrong with a lesson's fields, one sentence each (empty: it can be used)."""
+    problems = []
+    for name in ("subject", "title"):
+        if not getattr(fields, name).strip():
+            problems.append(f"'{name}' is empty")
+    if not fields.body.strip():
+        problems.append("the lesson has no text")
+    for name in ("slug", "subject", "title", "preheader", "exercise_title", "booking_prompt"):
+        value = getattr(fields, name)
+        if "\n" in value or "\r" in value:
+            problems.append(f"'{name}' must be a single line")
+    for name in ("subject", "title", "preheader", "exercise_title", "booking_prompt", "body"):
+        problems.extend(placeholder_problems(name, getattr(fields, name)))
+    return problems
 
-    def fill(text: str) -> str:
-        return text.replace("{day}", str(day)).replace("{total}", str(total))
 
+def compile_lesson(fields: LessonFields) -> Lesson:
+    """Check and compile one lesson, or raise :class:`LessonError` with every reason."""
+    problems = lesson_problems(fields)
+    if problems:
+        raise LessonError("; ".join(problems))
+    body = fields.body.strip()
     return Lesson(
-        day=day,
-        slug=slug,
-        subject=fill(_text_field(meta, "subject")),
-        title=fill(_text_field(meta, "title")),
-        preheader=fill(_text_field(meta, "preheader")),
-        exercise_title=_text_field(meta, "exercise_title", "Today's reflection"),
-        booking_prompt=_text_field(
-            meta, "booking_prompt", "If it would help to talk this through, we are here."
-        ),
+        key=fields.key,
+        delay_days=fields.delay_days,
+        slug=fields.slug.strip(),
+        subject=fields.subject.strip(),
+        title=fields.title.strip(),
+        preheader=fields.preheader.strip(),
+        exercise_title=fields.exercise_title.strip() or DEFAULT_EXERCISE_TITLE,
+        booking_prompt=fields.booking_prompt.strip() or DEFAULT_BOOKING_PROMPT,
         body_markdown=body,
         body_html=markdown_to_html(body),
         body_text=markdown_to_text(body),
-        path=path,
-        safety_note=_flag(meta, "safety_note"),
+        safety_note=fields.safety_note,
     )
-
-
-def _flag(meta: dict[str, Any], name: str) -> bool:
-    value = meta.get(name, False)
-    if not isinstance(value, bool):
-        raise LessonError(f"'{name}' must be true or false")
-    return value
-
-
-def lesson_files(directory: Path) -> list[Path]:
-    """The lesson files in ``directory``, in name order: every ``*.md`` but a README."""
-    return sorted(p for p in directory.glob("*.md") if p.stem.upper() != "README")
-
-
-def load_lessons(directory: Path) -> LessonSet:
-    """Load every lesson file in ``directory``; broken files land in ``errors``."""
-    result = LessonSet(directory=directory)
-    paths = lesson_files(directory)
-    result.total = len(paths)
-    for path in paths:
-        try:
-            lesson = load_lesson(path, result.total)
-        except LessonError as exc:
-            result.errors[path.name] = str(exc)
-            continue
-        if lesson.day in result.lessons:
-            other = result.lessons[lesson.day].path.name
-            result.errors[path.name] = f"day {lesson.day} is already used by {other}"
-            continue
-        if lesson.day > result.total:
-            result.errors[path.name] = (
-                f"day {lesson.day} is past the course length ({result.total} lesson files)"
-            )
-            continue
-        result.lessons[lesson.day] = lesson
-    return result
-
-
-class LessonLibrary:
-    """The lesson folder, reloaded when a file in it changes.
-
-    The practice edits lessons while the scheduler runs; a long-lived sender checks the
-    folder's modification times (a few ``stat`` calls) once per tick and recompiles only
-    when something changed.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._stamp: tuple[tuple[str, int, int], ...] | None = None
-        self._lessons = LessonSet()
-
-    def _fingerprint(self) -> tuple[tuple[str, int, int], ...]:
-        entries = []
-        for path in lesson_files(self.directory):
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
-                continue
-            entries.append((path.name, stat.st_mtime_ns, stat.st_size))
-        return tuple(entries)
-
-    def current(self) -> LessonSet:
-        """The lessons as they are on disk now (compiled once per change)."""
-        stamp = self._fingerprint()
-        if stamp != self._stamp:
-            self._lessons = load_lessons(self.directory)
-            self._stamp = stamp
-        return self._lessons

@@ -1,4 +1,5 @@
-"""The database tables: subscribers, their deliveries, and the scheduler's heartbeat."""
+"""The database tables: courses and their versions, subscribers (a person on one course),
+their deliveries, progress and events, and the scheduler's heartbeat."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import secrets
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -86,6 +88,61 @@ class SubscriberStatus(enum.StrEnum):
 class DeliveryKind(enum.StrEnum):
     CONFIRM = "confirm"
     LESSON = "lesson"
+    COMPLETION = "completion"  # after the last lesson (number 0)
+    FOLLOWUP = "followup"  # "How are you, two weeks on?" (number 0)
+
+
+class CourseStatus(enum.StrEnum):
+    DRAFT = "draft"  # being written: no signup page, nobody can join
+    PUBLISHED = "published"  # open for signups
+    ARCHIVED = "archived"  # closed for new signups; readers already on it finish it
+
+
+class Course(Base):
+    """A course: its settings, and a pointer to the published version of its content.
+
+    The lessons live in versions (``course_versions``), never edited in place: staff edit
+    a draft (``draft``, the same JSON as a version), and publishing stores it as a new
+    version. Courses are never deleted (readers, deliveries and events refer to them);
+    they are archived.
+    """
+
+    __tablename__ = "courses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    language: Mapped[str] = mapped_column(String(16), default="en")
+    status: Mapped[str] = mapped_column(String(16), default=CourseStatus.DRAFT)
+    booking_url: Mapped[str | None] = mapped_column(String(2000))  # None: COURSE_BOOKING_URL
+    send_hour: Mapped[int | None] = mapped_column(Integer)  # None: COURSE_SEND_HOUR
+    # Lessons only on Monday to Friday, in the reader's time zone (course.schedule).
+    weekdays_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    # No foreign key: versions point at their course, and this points back (a cycle).
+    published_version_id: Mapped[int | None] = mapped_column(Integer)
+    # The working copy staff edit (course.courses.CourseContent as JSON); None: none open.
+    draft: Mapped[str | None] = mapped_column(Text)
+    draft_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CourseVersion(Base):
+    """One published version of a course's content, kept for good: who published it and
+    when. Readers always get the lesson as the published version says at the moment it is
+    sent."""
+
+    __tablename__ = "course_versions"
+    __table_args__ = (UniqueConstraint("course_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    course_id: Mapped[int] = mapped_column(ForeignKey("courses.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    content: Mapped[str] = mapped_column(Text)  # course.courses.CourseContent as JSON
+    author: Mapped[str] = mapped_column(String(320))  # an operator's address, or a command
+    operator_id: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -98,11 +155,29 @@ class DeliveryStatus(enum.StrEnum):
 
 
 class Subscriber(Base):
+    """One person on one course (an enrolment): a person who takes two courses has two
+    rows with the same address, each with its own status, run, progress and links. What
+    belongs to the person (a bounce, an erasure, the time zone) is applied to all of them
+    (course.people)."""
+
     __tablename__ = "subscribers"
-    # One enrolment per mailbox: addresses that differ only in case are the same person.
-    __table_args__ = (Index("uq_subscribers_email_lower", func.lower(text("email")), unique=True),)
+    # One enrolment per course and mailbox: addresses that differ only in case are the
+    # same person.
+    __table_args__ = (
+        Index(
+            "uq_subscribers_course_email_lower",
+            "course_id",
+            func.lower(text("email")),
+            unique=True,
+        ),
+        # A person's enrolments on every course (course.subscriptions.enrolments_of).
+        Index("ix_subscribers_email_lower", func.lower(text("email"))),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # No foreign key constraint: courses are never deleted, and SQLite cannot add one to
+    # this table without rebuilding it (see migration 0011).
+    course_id: Mapped[int] = mapped_column(Integer, index=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
     email: Mapped[str] = mapped_column(String(320))
     # The mailbox the address delivers to (course.mailboxes): confirmation caps count per
@@ -136,6 +211,8 @@ class Subscriber(Base):
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     confirm_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     confirm_count: Mapped[int] = mapped_column(Integer, default=0)
+    # "Pause until ...": lessons resume on their own at the first send hour after this.
+    snoozed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     deliveries: Mapped[list[Delivery]] = relationship(
         back_populates="subscriber", cascade="all, delete-orphan", passive_deletes=True
@@ -143,9 +220,11 @@ class Subscriber(Base):
 
 
 class Delivery(Base):
-    """One email to one subscriber: a confirmation (number = how many asked) or a lesson
-    (number = the lesson's day). The unique constraint is what makes "each lesson at most
-    once" a property of the database rather than of the code."""
+    """One email to one subscriber: a confirmation (number = how many asked), a lesson
+    (number = the lesson's key: its stable id in the course, which stays when lessons are
+    reordered), or the completion or follow-up email (number 0). The unique constraint is
+    what makes "each lesson at most once" a property of the database rather than of the
+    code."""
 
     __tablename__ = "deliveries"
     __table_args__ = (
@@ -257,6 +336,8 @@ class EventKind(enum.StrEnum):
     COMPLAINT = "complaint"  # a spam complaint (feedback loop); value: the feedback type
     REPLY = "reply"  # the reader wrote back (the text is in replies, never here)
     AUTO_REPLY = "auto_reply"  # an out-of-office answer: counted, not shown as a reply
+    SNOOZE = "snooze"  # "pause until ..." (value: the local date it resumes)
+    FOLLOWUP = "followup"  # the answer to the follow-up after the course (value: answer)
 
 
 class Event(Base):
@@ -270,6 +351,8 @@ class Event(Base):
     subscriber_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
     )
+    # The course, kept when the reader is erased, so per-course counts still add up.
+    course_id: Mapped[int | None] = mapped_column(Integer, index=True)
     lesson: Mapped[int | None] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(24), index=True)
     value: Mapped[str | None] = mapped_column(String(64))
@@ -383,6 +466,7 @@ class SignupRequest(Base):
     __tablename__ = "signup_requests"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    course_id: Mapped[int] = mapped_column(Integer)
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str | None] = mapped_column(String(100))
     timezone: Mapped[str | None] = mapped_column(String(64))

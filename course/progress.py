@@ -75,6 +75,8 @@ def record_event(
         subscriber.soft_bounces = 0
     event = Event(
         subscriber_id=subscriber.id if subscriber else None,
+        # Kept when the reader is erased: the per-course reports still count the event.
+        course_id=subscriber.course_id if subscriber else None,
         lesson=lesson,
         kind=kind,
         value=value,

@@ -26,6 +26,8 @@ import idna
 from jinja2 import Environment, StrictUndefined, select_autoescape
 
 from course.config import Settings
+from course.content import AfterCourseEmail
+from course.courses import PublishedCourse
 from course.crisis import (
     CountryResources,
     country_for_timezone,
@@ -35,11 +37,10 @@ from course.crisis import (
 )
 from course.dkim import DkimSigner
 from course.envelope import bounce_address
-from course.lessons import Lesson, LessonSet
 from course.resources import template_loader
 from course.tokens import Signer
 
-_SLOT = re.compile(r"@@([a-z_]+)@@")
+_SLOT = re.compile(r"@@([a-z0-9_]+)@@")
 _inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
 
 
@@ -212,11 +213,9 @@ class Renderer:
         self.settings = settings
         self.signer = signer
         self.env = make_jinja_env(settings)
-        # Compiled emails of one lesson set; a reloaded set (an edited lesson) starts afresh.
-        # Keyed by the set itself, not id(): a freed set's id can be reused by the next one.
-        self._cache: dict[tuple[str, int, str], CompiledEmail] = {}
+        # Compiled emails, by course version and everything else that changes the text.
+        self._cache: dict[tuple[object, ...], CompiledEmail] = {}
         self.crisis = load_resources(settings.crisis_resources_file)
-        self._cache_for: LessonSet | None = None
         self.envelope_from = bounce_address(settings)
         display, address = parseaddr(settings.mail_from)
         self._from_header = (
@@ -250,7 +249,7 @@ class Renderer:
         return resources_for(country, self.crisis, shown)
 
     def _compile(
-        self, template: str, lessons: LessonSet, crisis: CountryResources, **context: object
+        self, template: str, subject: str, crisis: CountryResources, **context: object
     ) -> CompiledEmail:
         slots = _Slots()
         ctx = {
@@ -262,41 +261,87 @@ class Renderer:
             "privacy_url": self.settings.privacy_url,
             "imprint_url": self.settings.imprint_url,
             "postal_address": self.settings.postal_address,
-            "total": lessons.total,
             **context,
         }
         html_body = self.env.get_template(f"email/{template}.html").render(ctx)
         text_body = self.env.get_template(f"email/{template}.txt").render(ctx)
-        lesson = context.get("lesson")
-        subject = (
-            lesson.subject
-            if isinstance(lesson, Lesson)
-            else f"Please confirm your email for {self.settings.practice_name}"
-        )
         return CompiledEmail.build(
             subject, _inliner.inline(html_body), text_body, frozenset(slots.used)
         )
 
     def compiled(
-        self, kind: str, number: int, lessons: LessonSet, country: str | None = None
+        self,
+        kind: str,
+        number: int,
+        course: PublishedCourse,
+        country: str | None = None,
+        *,
+        day: int | None = None,
+        total: int | None = None,
+        known: bool = False,
+        others: tuple[PublishedCourse, ...] = (),
     ) -> CompiledEmail:
-        """The compiled confirmation or lesson ``number`` for readers in ``country`` (cached
-        per lesson set; a few countries, so a few copies)."""
-        if lessons is not self._cache_for:
-            self._cache = {}
-            self._cache_for = lessons
+        """The compiled email for readers in ``country``, cached per course version.
+
+        ``day``/``total``: the reader's own count for a lesson ("Day 3 of 5"; by default
+        the lesson's place in the course). ``known``: the confirmation goes to an address
+        that confirmed for another course before. ``others``: the practice's other courses,
+        offered after the last lesson.
+        """
+        content = course.content
         crisis = self.crisis_for(country)
-        key = (kind, number if kind == "lesson" else 0, crisis.country)
+        position = content.position(number) or 1
+        day = day if day is not None else position
+        total = total if total is not None else content.total
+        key = (
+            course.id,
+            course.version_id,
+            course.title,
+            kind,
+            number,
+            crisis.country,
+            day,
+            total,
+            known,
+            tuple((c.id, c.title, c.description) for c in others),
+        )
         cached = self._cache.get(key)
-        if cached is None:
-            if kind == "confirm":
-                cached = self._compile("confirm", lessons, crisis)
-            else:
-                lesson = lessons.get(number)
-                if lesson is None:
-                    raise LookupError(f"lesson {number} is missing or broken")
-                cached = self._compile("lesson", lessons, crisis, lesson=lesson)
-            self._cache[key] = cached
+        if cached is not None:
+            return cached
+        common = {
+            "course_title": course.title,
+            "total": total,
+            "day": day,
+            "others": [
+                {"id": c.id, "title": c.title, "description": c.description} for c in others
+            ],
+        }
+        if kind == "confirm":
+            subject = (
+                f"Please confirm: {course.title}"
+                if known
+                else f"Please confirm your email for {self.settings.practice_name}"
+            )
+            cached = self._compile("confirm", subject, crisis, known=known, **common)
+        elif kind == "lesson":
+            lesson = content.get(number)
+            if lesson is None:
+                reason = content.broken.get(number, "it is not in the published version")
+                raise LookupError(f"lesson {number} of '{course.slug}' cannot be used: {reason}")
+            lesson = lesson.for_reader(day, total)
+            cached = self._compile("lesson", lesson.subject, crisis, lesson=lesson, **common)
+        elif kind in ("completion", "followup"):
+            after: AfterCourseEmail | None = getattr(content, kind)
+            if after is None:
+                raise LookupError(f"'{course.slug}' has no {kind} email")
+            cached = self._compile(kind, after.subject, crisis, message=after, **common)
+        else:
+            raise LookupError(f"no email of the kind {kind!r}")
+        if course.version_id is None:
+            return cached  # a draft (a preview, a test send): it changes with every edit
+        if len(self._cache) > 4096:
+            self._cache.clear()  # old versions and counts: rebuilt on demand
+        self._cache[key] = cached
         return cached
 
     # -- per reader -----------------------------------------------------------------------
@@ -326,18 +371,37 @@ class Renderer:
             "checkin_lighter_url": lambda: self.url("checkin", pid, number, "lighter"),
             "checkin_same_url": lambda: self.url("checkin", pid, number, "same"),
             "checkin_stirred_url": lambda: self.url("checkin", pid, number, "stirred"),
+            # The follow-up after the course: its answers are a check-in on "lesson 0".
+            "followup_lighter_url": lambda: self.url("checkin", pid, 0, "lighter"),
+            "followup_same_url": lambda: self.url("checkin", pid, 0, "same"),
+            "followup_stirred_url": lambda: self.url("checkin", pid, 0, "stirred"),
+            "book_after_url": lambda: self.url("book", pid, 0),
         }
-        return {slot: makers[slot]() for slot in slots if slot in makers}
+        values = {slot: makers[slot]() for slot in slots if slot in makers}
+        for slot in slots:
+            # Another course offered after this one: "join_url_<course id>".
+            if slot.startswith("join_url_") and slot[9:].isdigit():
+                values[slot] = self.url("join", pid, int(slot[9:]))
+        return values
 
     def message_id(
-        self, kind: str, number: int, public_id: str, generation: int = 0, *, test: bool = False
+        self,
+        kind: str,
+        number: int,
+        public_id: str,
+        generation: int = 0,
+        *,
+        run: int = 1,
+        test: bool = False,
     ) -> str:
         """The same Message-ID for the same reader and email, so a resend can be deduplicated.
 
-        An operator's deliberate re-send (``generation`` > 0) gets its own id, and so does
-        every test send: a mail app would otherwise hide a second test after an edit.
+        An operator's deliberate re-send (``generation`` > 0) gets its own id, a lesson of a
+        later run of the course too (a mail app would hide it as a copy of the first run's),
+        and so does every test send: a mail app would otherwise hide a second test after an
+        edit.
         """
-        again = f"-r{generation}" if generation else ""
+        again = (f"-run{run}" if run > 1 else "") + (f"-r{generation}" if generation else "")
         if test:
             again = f"-test-{secrets.token_hex(6)}"
         return f"<{kind}-{number}{again}.{public_id}@{self.settings.mail_domain}>"
@@ -347,21 +411,36 @@ class Renderer:
         kind: str,
         number: int,
         reader: Reader,
-        lessons: LessonSet,
+        course: PublishedCourse,
         now: datetime,
         generation: int = 0,
         *,
+        day: int | None = None,
+        total: int | None = None,
+        known: bool = False,
+        others: tuple[PublishedCourse, ...] = (),
+        run: int = 1,
         test: bool = False,
     ) -> bytes:
         """The finished message as CRLF bytes, ready for SMTP (DKIM-signed when configured).
 
         ``test``: a test send, with "[Test]" in the subject and a Message-ID of its own.
+        The other arguments are :meth:`compiled`'s.
 
         Assembled from pre-encoded pieces rather than with ``email.message``: that package
         takes milliseconds per message, several times an SMTP round trip. The tests parse
         every message with the ``email`` package to check the result.
         """
-        compiled = self.compiled(kind, number, lessons, reader.country)
+        compiled = self.compiled(
+            kind,
+            number,
+            course,
+            reader.country,
+            day=day,
+            total=total,
+            known=known,
+            others=others,
+        )
         values = self.slot_values(compiled.slots | {"unsubscribe_url"}, reader, kind, number)
         html_body, text_body = compiled.fill(values)
         to = envelope_address(reader.email)
@@ -373,7 +452,7 @@ class Renderer:
         to_header = _address_header(name, to)
         boundary = f"=_course_{number}_{generation}"  # "=_" cannot occur in QP-encoded text
         subject = _encode_header(f"[Test] {compiled.subject}") if test else compiled.subject_header
-        message_id = self.message_id(kind, number, reader.public_id, generation, test=test)
+        message_id = self.message_id(kind, number, reader.public_id, generation, run=run, test=test)
         head = (
             f"From: {self._from_header}\r\n"
             f"To: {to_header}\r\n"

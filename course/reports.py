@@ -3,22 +3,33 @@
 Shared by the admin dashboard and ``course stats``. Each function takes a session and runs a
 handful of aggregate queries; nothing here loads subscribers one by one.
 
-What is counted: the funnel and per-lesson numbers describe the people currently in the
-database. A reader who asked to be erased leaves the funnel; their events stay as anonymous
-rows, so booking clicks and unsubscribes per lesson still include them when no filter is set.
+What is counted: the funnel and per-lesson numbers describe the enrolments currently in the
+database (one person on two courses counts once in each). A reader who asked to be erased
+leaves the funnel; their events stay as anonymous rows that keep their course
+(``Event.course_id``), so booking clicks and unsubscribes per lesson and per course still
+include them when no filter narrows the readers.
+
+Lessons are counted by key, the lesson's stable id in its course, and shown in the course's
+current order. A lesson removed from the course that readers did receive keeps its own row,
+"no longer in the course", titled as its last published version had it; what happened after
+the last lesson (the completion and follow-up emails, lesson 0 in links) has a row of its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import Select, and_, case, func, or_, select, true
 from sqlalchemy.orm import Session
 
+from course.content import CourseContent
 from course.models import (
     CheckIn,
+    CourseVersion,
     Delivery,
     DeliveryKind,
     DeliveryStatus,
@@ -32,22 +43,47 @@ from course.models import (
     lesson_received,
 )
 
+if TYPE_CHECKING:
+    from course.courses import PublishedCourse
+
+#: The lesson number of what comes after the last lesson (completion and follow-up).
+AFTER_COURSE = 0
+
 
 @dataclass(frozen=True)
 class Filters:
-    """Which signups to count: a signup date range (inclusive, UTC days) and a source."""
+    """Which signups to count: one course (None: all), a signup date range (inclusive, UTC
+    days) and a source."""
 
     start: date | None = None
     end: date | None = None
     source: str | None = None
+    course_id: int | None = None
 
     @property
     def active(self) -> bool:
+        """Whether the filters narrow the readers (beyond choosing a course)."""
         return bool(self.start or self.end or self.source)
+
+    def events(self, ids: Select[Any]) -> Any:
+        """The events to count: those of the matching readers; with no filter beyond the
+        course, also the anonymous ones of erased readers (by the course they keep)."""
+        if self.active:
+            return Event.subscriber_id.in_(ids)
+        if self.course_id is not None:
+            # A reader's events belong to their enrolment's course; an erased reader's
+            # anonymous ones to the course recorded with them.
+            return or_(
+                Event.subscriber_id.in_(ids),
+                and_(Event.subscriber_id.is_(None), Event.course_id == self.course_id),
+            )
+        return true()
 
     def subscriber_ids(self) -> Select[Any]:
         """The ids of subscribers matching the filters."""
         query = select(Subscriber.id)
+        if self.course_id is not None:
+            query = query.where(Subscriber.course_id == self.course_id)
         if self.start:
             query = query.where(Subscriber.created_at >= datetime.combine(self.start, time(), UTC))
         if self.end:
@@ -66,7 +102,10 @@ class FunnelStep:
 
 @dataclass
 class LessonStats:
-    lesson: int
+    """One row of the per-lesson table. ``position`` is the lesson's place in the course
+    now; None for a lesson no longer in the course and for the after-course row."""
+
+    lesson: int  # the key
     title: str
     delivered: int = 0
     viewed: int = 0
@@ -74,18 +113,60 @@ class LessonStats:
     checkins: dict[str, int] = field(default_factory=dict)
     booking_clicks: int = 0
     unsubscribes: int = 0
+    position: int | None = None
 
     @property
     def checkin_total(self) -> int:
         return sum(self.checkins.values())
+
+    @property
+    def removed(self) -> bool:
+        """A lesson readers received that is no longer in the course."""
+        return self.position is None and self.lesson != AFTER_COURSE
+
+    @property
+    def after_course(self) -> bool:
+        """The completion and follow-up emails, not a lesson."""
+        return self.lesson == AFTER_COURSE
+
+    @property
+    def empty(self) -> bool:
+        """Nothing at all was counted for it."""
+        return not (
+            self.delivered
+            or self.viewed
+            or self.done
+            or self.checkin_total
+            or self.booking_clicks
+            or self.unsubscribes
+        )
 
 
 def _scalar(session: Session, query: Any) -> int:
     return int(session.scalar(query) or 0)
 
 
-def funnel(session: Session, filters: Filters, total: int) -> list[FunnelStep]:
-    """Signed up, confirmed, received lesson 1..n, completed, booked a session."""
+def course_lessons(course: PublishedCourse) -> list[tuple[int, str]]:
+    """A course's lessons in its current published order, as (key, title) for the reports;
+    ``{day}`` and ``{total}`` in a title read as the lesson's place in the course."""
+    content = course.content
+    total = content.total
+    return [
+        (
+            key,
+            lesson.for_reader(n, total).title
+            if (lesson := content.get(key))
+            else f"Lesson {n} (cannot be used)",
+        )
+        for n, key in enumerate(content.order, start=1)
+    ]
+
+
+def funnel(
+    session: Session, filters: Filters, lessons: Sequence[tuple[int, str]]
+) -> list[FunnelStep]:
+    """Signed up, confirmed, received each lesson (``lessons``: the course's keys and
+    titles, in order), completed, booked a session."""
     ids = filters.subscriber_ids()
     steps = [
         FunnelStep("Signed up", _scalar(session, select(func.count()).select_from(ids.subquery()))),
@@ -110,7 +191,8 @@ def funnel(session: Session, filters: Filters, total: int) -> list[FunnelStep]:
         ).all()
     )
     steps += [
-        FunnelStep(f"Received lesson {n}", int(received.get(n, 0))) for n in range(1, total + 1)
+        FunnelStep(f"Received lesson {n}", int(received.get(key, 0)))
+        for n, (key, _title) in enumerate(lessons, start=1)
     ]
     steps.append(
         FunnelStep(
@@ -138,42 +220,59 @@ def funnel(session: Session, filters: Filters, total: int) -> list[FunnelStep]:
 
 
 def per_lesson(
-    session: Session, filters: Filters, lessons: dict[int, str], total: int
+    session: Session, filters: Filters, lessons: Sequence[tuple[int, str]]
 ) -> list[LessonStats]:
-    """For each lesson: delivered, viewed, done, check-ins, booking clicks, unsubscribes."""
+    """Delivered, viewed, done, check-ins, booking clicks and unsubscribes for each lesson
+    of one course (``lessons``: its keys and titles in order, see :func:`course_lessons`).
+
+    The rows come in the course's order; after them, with ``filters.course_id`` set, one
+    row for each lesson no longer in the course that anything was counted for (titled from
+    the course's history), and one for the emails after the course when anything was
+    counted there. Without a course only the given lessons are counted (keys are per
+    course)."""
     ids = filters.subscriber_ids()
-    stats = {n: LessonStats(n, lessons.get(n, f"Lesson {n}")) for n in range(1, total + 1)}
+    stats = {key: LessonStats(key, title, position=n) for n, (key, title) in enumerate(lessons, 1)}
+    elsewhere: dict[int, LessonStats] = {}  # removed lessons and the after-course row
 
-    def event_filter() -> Any:
-        # Anonymous events (erased readers) count only when no filter narrows the readers.
-        return Event.subscriber_id.in_(ids) if filters.active else True
+    def row(key: int | None) -> LessonStats | None:
+        if key is None:
+            return None
+        found = stats.get(key) or elsewhere.get(key)
+        if found is None and filters.course_id is not None and key >= AFTER_COURSE:
+            found = elsewhere[key] = LessonStats(key, "")
+        return found
 
-    for number, count in session.execute(
+    received = session.execute(
         select(Delivery.number, func.count())
-        .where(
-            lesson_received(),
-            Delivery.subscriber_id.in_(ids),
-        )
+        .where(lesson_received(), Delivery.subscriber_id.in_(ids))
         .group_by(Delivery.number)
-    ):
-        if number in stats:
-            stats[number].delivered = int(count)
-    for number, count in session.execute(
+    ).all()
+    after_mails = _scalar(
+        session,
+        select(func.count()).where(
+            Delivery.kind.in_([DeliveryKind.COMPLETION, DeliveryKind.FOLLOWUP]),
+            Delivery.sent_at.is_not(None),
+            Delivery.subscriber_id.in_(ids),
+        ),
+    )
+    delivered: list[tuple[int, int]] = [(int(k), int(c)) for k, c in received]
+    for key, count in [*delivered, (AFTER_COURSE, after_mails)]:
+        if count and (found := row(key)) is not None:
+            found.delivered = count
+    for key, count in session.execute(
         select(LessonProgress.lesson, func.count())
         .where(LessonProgress.done_at.is_not(None), LessonProgress.subscriber_id.in_(ids))
         .group_by(LessonProgress.lesson)
     ):
-        if number in stats:
-            stats[number].done = int(count)
-    for number, answer, count in session.execute(
+        if (found := row(key)) is not None:
+            found.done = int(count)
+    for key, answer, count in session.execute(
         select(LessonProgress.lesson, LessonProgress.checkin, func.count())
         .where(LessonProgress.checkin.is_not(None), LessonProgress.subscriber_id.in_(ids))
         .group_by(LessonProgress.lesson, LessonProgress.checkin)
     ):
-        if number in stats:
-            stats[number].checkins[str(answer)] = int(count)
-    for lesson in stats.values():
-        lesson.checkins = {a.value: lesson.checkins.get(a.value, 0) for a in CheckIn}
+        if (found := row(key)) is not None:
+            found.checkins[str(answer)] = int(count)
     event_counts = session.execute(
         select(
             Event.lesson, Event.kind, func.count(), func.count(func.distinct(Event.subscriber_id))
@@ -181,20 +280,174 @@ def per_lesson(
         .where(
             Event.kind.in_([EventKind.VIEW, EventKind.BOOK, EventKind.UNSUBSCRIBE]),
             Event.lesson.is_not(None),
-            event_filter(),
+            filters.events(ids),
         )
         .group_by(Event.lesson, Event.kind)
     )
-    for lesson_number, kind, count, readers in event_counts:
-        if lesson_number not in stats:
+    for event_lesson, kind, count, readers in event_counts:
+        if (found := row(event_lesson)) is None:
             continue
         if kind == EventKind.VIEW:
-            stats[lesson_number].viewed = int(readers)
+            found.viewed = int(readers)
         elif kind == EventKind.BOOK:
-            stats[lesson_number].booking_clicks = int(count)
+            found.booking_clicks = int(count)
         else:
-            stats[lesson_number].unsubscribes = int(count)
-    return [stats[n] for n in sorted(stats)]
+            found.unsubscribes = int(count)
+    removed = sorted(key for key in elsewhere if key != AFTER_COURSE)
+    if removed and filters.course_id is not None:
+        titles = removed_titles(session, filters.course_id, removed)
+        for key in removed:
+            elsewhere[key].title = titles.get(key, f"A removed lesson (#{key})")
+    if AFTER_COURSE in elsewhere:
+        elsewhere[AFTER_COURSE].title = "After the course (completion and follow-up emails)"
+    result = [
+        *(stats[key] for key, _title in lessons),
+        *(elsewhere[key] for key in removed),
+        *([elsewhere[AFTER_COURSE]] if AFTER_COURSE in elsewhere else []),
+    ]
+    for lesson in result:
+        lesson.checkins = {a.value: lesson.checkins.get(a.value, 0) for a in CheckIn}
+    return result
+
+
+def removed_titles(session: Session, course_id: int, keys: Iterable[int]) -> dict[int, str]:
+    """The titles of lessons no longer in a course, as the latest version that had each one
+    published it (``{day}``/``{total}`` read as its place in that version)."""
+    wanted = set(keys)
+    found: dict[int, str] = {}
+    versions = session.scalars(
+        select(CourseVersion.content)
+        .where(CourseVersion.course_id == course_id)
+        .order_by(CourseVersion.number.desc())
+    )
+    for text in versions:
+        try:
+            content = CourseContent.from_json(text)
+        except ValueError:
+            continue  # a version this code cannot read names no lesson
+        total = len(content.lessons)
+        for n, fields in enumerate(content.lessons, start=1):
+            if fields.key in wanted and fields.key not in found:
+                title = fields.title.strip() or fields.subject.strip() or f"Lesson {n}"
+                found[fields.key] = title.replace("{day}", str(n)).replace("{total}", str(total))
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+@dataclass
+class CourseTotals:
+    """One course's row of the all-courses table (or the totals row, ``course_id`` None)."""
+
+    course_id: int | None
+    slug: str
+    title: str
+    status: str
+    signed_up: int = 0
+    confirmed: int = 0
+    active: int = 0  # receiving lessons now (snoozed readers included)
+    completed: int = 0
+    unsubscribed: int = 0
+    booked: int = 0  # readers who clicked a booking link
+    booking_clicks: int = 0  # every click, erased readers' too when no filter is set
+
+    COUNTS = (
+        "signed_up",
+        "confirmed",
+        "active",
+        "completed",
+        "unsubscribed",
+        "booked",
+        "booking_clicks",
+    )
+
+
+@dataclass
+class Summary:
+    """Every course side by side, their totals, and how many different people they are."""
+
+    courses: list[CourseTotals]
+    total: CourseTotals
+    people: int  # different addresses among the counted enrolments
+
+
+def summary(session: Session, filters: Filters, courses: Iterable[PublishedCourse]) -> Summary:
+    """One row per course (``courses`` in order: those with a published version, and any
+    other with readers), whose counts add up to the totals row. ``filters.course_id`` is
+    ignored: this is the view across courses."""
+    ids = dataclasses.replace(filters, course_id=None).subscriber_ids()
+    counts: dict[int, dict[str, int]] = {}
+
+    def put(course_id: int | None, name: str, value: Any) -> None:
+        if course_id is not None:
+            counts.setdefault(int(course_id), {})[name] = int(value or 0)
+
+    def status_is(status: SubscriberStatus) -> Any:
+        return func.sum(case((Subscriber.status == status, 1), else_=0))
+
+    for course_id, signed_up, confirmed, active, completed, unsubscribed in session.execute(
+        select(
+            Subscriber.course_id,
+            func.count(),
+            func.count(Subscriber.confirmed_at),
+            status_is(SubscriberStatus.ACTIVE),
+            func.count(Subscriber.completed_at),
+            status_is(SubscriberStatus.UNSUBSCRIBED),
+        )
+        .where(Subscriber.id.in_(ids))
+        .group_by(Subscriber.course_id)
+    ):
+        put(course_id, "signed_up", signed_up)
+        put(course_id, "confirmed", confirmed)
+        put(course_id, "active", active)
+        put(course_id, "completed", completed)
+        put(course_id, "unsubscribed", unsubscribed)
+    for course_id, booked in session.execute(
+        select(Subscriber.course_id, func.count(func.distinct(Event.subscriber_id)))
+        .join(Subscriber, Subscriber.id == Event.subscriber_id)
+        .where(Event.kind == EventKind.BOOK, Subscriber.id.in_(ids))
+        .group_by(Subscriber.course_id)
+    ):
+        put(course_id, "booked", booked)
+    # A reader's clicks belong to their enrolment's course; an erased reader's to the course
+    # their anonymous events kept.
+    owner = func.coalesce(Subscriber.course_id, Event.course_id)
+    clicks = (
+        select(owner, func.count())
+        .select_from(Event)
+        .outerjoin(Subscriber, Subscriber.id == Event.subscriber_id)
+        .where(Event.kind == EventKind.BOOK)
+        .group_by(owner)
+    )
+    if filters.active:
+        clicks = clicks.where(Event.subscriber_id.in_(ids))
+    for course_id, count in session.execute(clicks):
+        put(course_id, "booking_clicks", count)
+    people = _scalar(
+        session,
+        select(func.count(func.distinct(func.lower(Subscriber.email)))).where(
+            Subscriber.id.in_(ids)
+        ),
+    )
+
+    rows = []
+    listed: set[int] = set()
+    for course in courses:
+        listed.add(course.id)
+        numbers = counts.get(course.id, {})
+        if course.version_id is None and not any(numbers.values()):
+            continue  # never published and nobody on it
+        rows.append(
+            CourseTotals(course.id, course.slug, course.title, str(course.status), **numbers)
+        )
+    for course_id in sorted(set(counts) - listed):  # not in the catalogue: still counted
+        rows.append(
+            CourseTotals(course_id, "", f"Course #{course_id}", "unknown", **counts[course_id])
+        )
+    total = CourseTotals(None, "", "All courses", "")
+    for name in CourseTotals.COUNTS:
+        setattr(total, name, sum(getattr(r, name) for r in rows))
+    return Summary(courses=rows, total=total, people=people)
 
 
 @dataclass

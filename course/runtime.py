@@ -1,4 +1,4 @@
-"""What a process shares once it is configured: settings, database, signer, lessons.
+"""What a process shares once it is configured: settings, database, signer, courses.
 
 The web app keeps one :class:`CourseState` in ``app.extensions["course"]`` (reached through
 ``course.extensions.state``); the operator commands build their own, without Flask.
@@ -13,11 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from course.checks import ContentMonitor
 from course.config import Settings
+from course.courses import CourseLibrary
 from course.crypto import use_keys
 from course.db import make_engine, make_sessionmaker
-from course.lessons import LessonLibrary
 from course.render import Renderer
-from course.resources import lessons_dir
 from course.tokens import Signer
 
 
@@ -30,7 +29,7 @@ class CourseState:
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]  # for pages that only read (see make_sessionmaker)
     signer: Signer
-    lessons: LessonLibrary
+    courses: CourseLibrary  # every course, with its published content (one query a read)
     renderer: Renderer = field(repr=False)
     content: ContentMonitor = field(repr=False)  # are the templates and lessons usable?
 
@@ -41,13 +40,14 @@ class CourseState:
         use_keys(settings.data_key_values)  # notes and replies are encrypted with these
         signer = Signer(settings.secret_keys)
         renderer = Renderer(settings, signer)
+        sessions = make_sessionmaker(engine)
         return cls(
             settings=settings,
             engine=engine,
-            sessions=make_sessionmaker(engine),
+            sessions=sessions,
             read_sessions=make_sessionmaker(engine, readonly=True),
             signer=signer,
-            lessons=LessonLibrary(lessons_dir(settings)),
+            courses=CourseLibrary(sessions),
             renderer=renderer,
             content=ContentMonitor(renderer),
         )

@@ -20,7 +20,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from course.care import forget_old_marks, send_alerts
 from course.checks import check_content as check_templates_and_lessons
-from course.checks import log_content_problems
+from course.checks import courses_at_start, log_content_problems
 from course.config import Settings
 from course.db import make_engine, make_sessionmaker
 from course.mail import transport_from_url
@@ -48,8 +48,9 @@ def build_sender(settings: Settings) -> Sender:
 
 def check_content(sender: Sender, who: str) -> None:
     """Log every problem with the templates and lessons, naming the file."""
-    report = check_templates_and_lessons(sender.renderer, sender.library.current(), utcnow())
-    log_content_problems(report, who)
+    courses = courses_at_start(sender.library, who)
+    if courses is not None:
+        log_content_problems(check_templates_and_lessons(sender.renderer, courses, utcnow()), who)
 
 
 def run_tick(sender: Sender) -> None:

@@ -14,8 +14,16 @@ The database is the single source of truth. One pass (a *tick*):
    the next lesson queued), retry later with backoff, or failed.
 
 A crash can therefore resend at most the one message that was in flight on each connection,
-and it is resent with the same Message-ID. Lesson n+1 is queued only once lesson n has been
-accepted, so the order of a subscriber's lessons can never change.
+and it is resent with the same Message-ID. A reader's next lesson is queued only once the
+one before has been accepted, so a reader never has two lessons on the way.
+
+**Which lesson.** Each lesson is sent as the course's published version says at that
+moment. The lesson a queued delivery names is checked against the one rule of a reader's
+way through a course (course.lessons.LessonSet.next_for: the first lesson in the current
+order they have not received): if the practice removed or moved lessons meanwhile, the
+delivery is replaced by the right lesson at the same time, never sent twice, never
+skipped silently, never in a burst. After the last lesson come the course's completion
+and follow-up emails, if it has them.
 """
 
 from __future__ import annotations
@@ -34,13 +42,13 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection as Conn
-from sqlalchemy import bindparam, case, delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.config import Settings
+from course.courses import Catalogue, CourseLibrary, PublishedCourse
 from course.crypto import use_keys
 from course.envelope import envelope_sender
-from course.lessons import LessonLibrary, LessonSet
 from course.mail import Connection, MaybeDelivered, PermanentError, TransientError, Transport
 from course.models import (
     Delivery,
@@ -49,12 +57,12 @@ from course.models import (
     SchedulerTick,
     Subscriber,
     SubscriberStatus,
+    lesson_received,
     utcnow,
 )
 from course.render import Reader, Renderer, envelope_address
-from course.resources import lessons_dir
-from course.schedule import next_lesson_due, send_hour
-from course.subscriptions import lesson_params, mark_bounced, upsert_lesson
+from course.schedule import Rhythm, lesson_due, not_before, send_hour
+from course.subscriptions import after_course, lesson_params, mark_bounced, upsert_lesson
 from course.tokens import Signer
 
 log = logging.getLogger("course.sending")
@@ -81,9 +89,13 @@ _MAY_RECEIVE = {
         SubscriberStatus.PENDING,
         SubscriberStatus.UNSUBSCRIBED,
         SubscriberStatus.BOUNCED,
+        # Signing up again after finishing: the click starts a new run.
+        SubscriberStatus.COMPLETED,
     },
     # COMPLETED: only an operator's re-send of a lesson is ever queued for them.
     DeliveryKind.LESSON: {SubscriberStatus.ACTIVE, SubscriberStatus.COMPLETED},
+    DeliveryKind.COMPLETION: {SubscriberStatus.COMPLETED},
+    DeliveryKind.FOLLOWUP: {SubscriberStatus.COMPLETED},
 }
 
 
@@ -104,6 +116,11 @@ class Claimed:
     run: int
     confirmed: bool  # the reader confirmed their address at some point
     country: str | None  # whose crisis resources the message shows
+    course_id: int
+    snoozed_until: datetime | None
+    # The address confirmed for another course before (the confirmation says so); set by
+    # Sender._load for confirmations only.
+    known: bool = False
 
 
 _LOAD = select(
@@ -120,7 +137,25 @@ _LOAD = select(
     Delivery.run,
     Subscriber.confirmed_at.is_not(None),
     Subscriber.country,
+    Subscriber.course_id,
+    Subscriber.snoozed_until,
 ).join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+#: Which of these addresses confirmed on another course before (for confirmations only).
+_KNOWN = select(func.lower(Subscriber.email)).where(
+    func.lower(Subscriber.email).in_(bindparam("emails", expanding=True)),
+    Subscriber.id.not_in(bindparam("sids", expanding=True)),
+    Subscriber.confirmed_at.is_not(None),
+)
+#: The lessons each reader of a batch has received in their current run.
+_RECEIVED = (
+    select(Delivery.subscriber_id, Delivery.number)
+    .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+    .where(
+        Delivery.subscriber_id.in_(bindparam("sids", expanding=True)),
+        Delivery.run == Subscriber.run,
+        lesson_received(),
+    )
+)
 _CHECK = (
     select(Delivery.status, Delivery.claimed_by, Subscriber.status.label("subscriber_status"))
     .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -157,14 +192,8 @@ _MARK_SENT_NOTED = (
 )
 _COMPLETE = (
     update(Subscriber)
-    .where(Subscriber.id == bindparam("sid"))
-    .values(
-        status=case(
-            (Subscriber.status == SubscriberStatus.ACTIVE, SubscriberStatus.COMPLETED),
-            else_=Subscriber.status,
-        ),
-        completed_at=bindparam("now"),
-    )
+    .where(Subscriber.id == bindparam("sid"), Subscriber.status == SubscriberStatus.ACTIVE)
+    .values(status=SubscriberStatus.COMPLETED, completed_at=bindparam("now"))
 )
 _SUBSCRIBER_STATUS = select(Subscriber.status).where(Subscriber.id == bindparam("sid"))
 
@@ -248,7 +277,7 @@ class Sender:
         self.clock = clock
         self.worker = worker or worker_name()
         self.rng = rng or random.Random()
-        self.library = LessonLibrary(lessons_dir(settings))
+        self.library = CourseLibrary(sessions)
         self.renderer = Renderer(settings, Signer(settings.secret_keys))
         self.stopping = threading.Event()
         self.engine = sessions.kw["bind"]
@@ -297,14 +326,14 @@ class Sender:
         """Send everything that is due now, batch by batch, then record the heartbeat."""
         started = time.monotonic()
         result = TickResult()
-        lessons = self.library.current()
+        courses = self.library.current()
         try:
             while not self.stopping.is_set():
                 ids = self.claim(self.settings.batch_size)
                 if not ids:
                     break
                 result.due += len(ids)
-                self._send_batch(ids, lessons, result)
+                self._send_batch(ids, courses, result)
                 if len(ids) < self.settings.batch_size:
                     break
         finally:
@@ -312,14 +341,16 @@ class Sender:
             self._heartbeat(result)
         return result
 
-    def _send_batch(self, ids: list[int], lessons: LessonSet, result: TickResult) -> None:
+    def _send_batch(self, ids: list[int], courses: Catalogue, result: TickResult) -> None:
         """Send claimed deliveries over ``smtp_connections`` connections in parallel.
 
         Parallel sending cannot reorder a reader's lessons: a reader has at most one lesson
         queued at a time (lesson n+1 is queued only once lesson n was accepted).
         """
         pending: queue.SimpleQueue[Claimed] = queue.SimpleQueue()
-        for item in self._load(ids):
+        items = self._load(ids)
+        received = self._received({item.subscriber_id for item in items})
+        for item in items:
             pending.put(item)
         lock = threading.Lock()
 
@@ -341,7 +372,9 @@ class Sender:
                         self._release(rest)
                         return
                     try:
-                        outcome = self._deliver(db, item, conn, lessons)
+                        outcome = self._deliver(
+                            db, item, conn, courses, received.get(item.subscriber_id, set())
+                        )
                     except Exception as exc:
                         # One odd message (a database hiccup, a bug) must not stop the
                         # batch, nor loop unseen: it counts as an attempt with its error.
@@ -361,10 +394,34 @@ class Sender:
             thread.join()
 
     def _load(self, ids: list[int]) -> list[Claimed]:
-        """What the batch needs to know about each claimed delivery, in one query."""
+        """What the batch needs to know about each claimed delivery, in one query (and one
+        more when it holds confirmations)."""
         with self.engine.connect() as db:
             rows = db.execute(_LOAD.where(Delivery.id.in_(ids)).order_by(Delivery.due_at))
-            return [Claimed(*row) for row in rows]
+            items = [Claimed(*row) for row in rows]
+            confirms = [i for i in items if i.kind == DeliveryKind.CONFIRM]
+            if confirms:
+                known = set(
+                    db.scalars(
+                        _KNOWN,
+                        {
+                            "emails": [i.email.lower() for i in confirms],
+                            "sids": [i.subscriber_id for i in confirms],
+                        },
+                    )
+                )
+                for item in confirms:
+                    item.known = item.email.lower() in known
+            return items
+
+    def _received(self, subscriber_ids: set[int]) -> dict[int, set[int]]:
+        """The lessons each of these readers has received in their current run."""
+        found: dict[int, set[int]] = {sid: set() for sid in subscriber_ids}
+        if subscriber_ids:
+            with self.engine.connect() as db:
+                for sid, number in db.execute(_RECEIVED, {"sids": list(subscriber_ids)}):
+                    found[sid].add(number)
+        return found
 
     def _release(self, ids: list[int]) -> None:
         with self.sessions() as session, session.begin():
@@ -392,7 +449,14 @@ class Sender:
         except Exception:  # a heartbeat must never stop sending
             log.exception("could not record the scheduler heartbeat")
 
-    def _deliver(self, db: Conn, item: Claimed, conn: Connection, lessons: LessonSet) -> str:
+    def _deliver(
+        self,
+        db: Conn,
+        item: Claimed,
+        conn: Connection,
+        courses: Catalogue,
+        received: set[int],
+    ) -> str:
         """Send one claimed delivery and record the outcome; returns the TickResult field.
 
         This is the hot path, so it uses Core statements on one connection per thread. The
@@ -404,11 +468,23 @@ class Sender:
         because the record reads the reader's status again and the next lesson is queued
         cancelled, or is cancelled by the next check.
         """
+        course = courses.get(item.course_id)
         with db.begin():
             row = db.execute(_CHECK, {"id": item.id}).first()
             if row is None or row.claimed_by != self.worker or row.status != "queued":
                 return "skipped"  # lost the lease to another sender, or cancelled meanwhile
             if row.subscriber_status not in _MAY_RECEIVE[DeliveryKind(item.kind)]:
+                db.execute(_CANCEL, {"did": item.id})
+                return "skipped"
+            if course is not None and item.kind == DeliveryKind.LESSON and item.generation == 0:
+                right = course.content.next_for(received)
+                if right != item.number:
+                    # The practice removed or moved lessons since this one was queued.
+                    self._replace(db, item, course, right, received)
+                    return "skipped"
+            after = item.kind in (DeliveryKind.COMPLETION, DeliveryKind.FOLLOWUP)
+            if course is not None and after and getattr(course.content, item.kind) is None:
+                # The practice removed that email since it was queued: nothing to send.
                 db.execute(_CANCEL, {"did": item.id})
                 return "skipped"
             # A full lease from now: the send may take up to the SMTP timeouts, which the
@@ -418,14 +494,30 @@ class Sender:
         now = self.clock()
         # A confirmation greets only by a name the reader has confirmed before: whoever
         # typed an address into the form also typed the name.
-        name = item.name if item.kind == DeliveryKind.LESSON or item.confirmed else None
+        name = item.name if item.kind != DeliveryKind.CONFIRM or item.confirmed else None
         reader = Reader(item.public_id, item.email, name, item.country)
         try:
+            if course is None:
+                raise LookupError(f"course {item.course_id} does not exist")
+            # The reader's own count for the lesson in its course; an operator's re-send of
+            # an earlier lesson shows that lesson's place in the course.
+            resend = item.generation > 0
+            day, total = course.content.count_for(received, item.number)
             message = self.renderer.build(
-                item.kind, item.number, reader, lessons, now, generation=item.generation
+                item.kind,
+                item.number,
+                reader,
+                course,
+                now,
+                generation=item.generation,
+                day=day if item.kind == DeliveryKind.LESSON and not resend else None,
+                total=total if item.kind == DeliveryKind.LESSON and not resend else None,
+                known=item.known,
+                others=tuple(c for c in courses.open() if c.id != course.id),
+                run=item.run,
             )
         except Exception as exc:
-            # A broken or missing lesson file or template. It counts as an attempt with its
+            # A broken or missing lesson or template. It counts as an attempt with its
             # error, and is looked at again soon (the practice may be fixing it): after the
             # retry window it fails visibly, like any other failure.
             log.warning("delivery=%s cannot be built: %s", item.id, exc)
@@ -438,7 +530,7 @@ class Sender:
             sender = envelope_sender(self.settings, item.id)  # per delivery with VERP
             conn.send(sender, envelope_address(item.email), message)
         except MaybeDelivered as exc:
-            return self._record_unacknowledged(db, item, str(exc), lessons.total)
+            return self._record_unacknowledged(db, item, str(exc), course, received)
         except TransientError as exc:
             return self._record_transient(item.id, str(exc))
         except PermanentError as exc:
@@ -447,10 +539,46 @@ class Sender:
             status = db.execute(_SUBSCRIBER_STATUS, {"sid": item.subscriber_id}).scalar()
             if status is None:  # erased while the message was out: nothing to record
                 return "sent"
-            self._record_sent(db, item, str(status), lessons.total)
+            self._record_sent(db, item, str(status), course, received)
         return "sent"
 
-    def _record_unacknowledged(self, db: Conn, item: Claimed, error: str, total: int) -> str:
+    def _replace(
+        self,
+        db: Conn,
+        item: Claimed,
+        course: PublishedCourse,
+        right: int | None,
+        received: set[int],
+    ) -> None:
+        """The queued lesson is no longer the reader's next one: cancel it, and queue the
+        right one at once (it was due now), or finish the course if none is left."""
+        db.execute(_CANCEL, {"did": item.id})
+        now = self.clock()
+        if right is None:
+            self._finish(db, item, course, now)
+            return
+        db.execute(
+            upsert_lesson(db.dialect.name),
+            lesson_params(item.subscriber_id, right, now, run=item.run),
+        )
+        log.info("delivery=%s replaced by lesson %s after a course edit", item.id, right)
+
+    def _rhythm(self, item: Claimed, course: PublishedCourse) -> Rhythm:
+        return Rhythm(
+            tz=ZoneInfo(item.timezone),
+            hour=send_hour(item.send_hour, course.send_hour or self.settings.send_hour),
+            weekdays_only=course.weekdays_only,
+            interval=self.settings.lesson_interval,
+        )
+
+    def _record_unacknowledged(
+        self,
+        db: Conn,
+        item: Claimed,
+        error: str,
+        course: PublishedCourse | None,
+        received: set[int],
+    ) -> str:
         """The relay may have stored the message but did not say so (a timeout after the
         end of DATA). Never resent at once: retried later, at most
         ``MAX_UNACKNOWLEDGED`` sends in all, then counted as delivered, so the course goes
@@ -476,26 +604,39 @@ class Sender:
         with db.begin():
             status = db.execute(_SUBSCRIBER_STATUS, {"sid": item.subscriber_id}).scalar()
             if status is not None:
-                self._record_sent(db, item, str(status), total, keep_error=True)
+                self._record_sent(db, item, str(status), course, received, keep_error=True)
         return "sent"
 
     def _record_sent(
-        self, db: Conn, item: Claimed, status: str, total: int, *, keep_error: bool = False
+        self,
+        db: Conn,
+        item: Claimed,
+        status: str,
+        course: PublishedCourse | None,
+        received: set[int],
+        *,
+        keep_error: bool = False,
     ) -> None:
-        """Mark the delivery sent and queue the reader's next lesson (caller commits)."""
+        """Mark the delivery sent and queue what comes next for the reader (caller
+        commits): their next lesson, or after the last one the completion and follow-up."""
         now = self.clock()
         db.execute(_MARK_SENT_NOTED if keep_error else _MARK_SENT, {"did": item.id, "now": now})
-        if item.kind != DeliveryKind.LESSON or item.generation > 0:
-            return  # a confirmation, or an operator's re-send: the course moves on as is
-        if item.number >= total:
-            db.execute(_COMPLETE, {"sid": item.subscriber_id, "now": now})
+        if course is None or item.generation > 0:
+            return  # an operator's re-send: the course moves on as it is
+        if item.kind == DeliveryKind.COMPLETION:
+            if status == SubscriberStatus.COMPLETED:
+                self._queue_after(db, item, course, DeliveryKind.COMPLETION, now)
             return
-        due = next_lesson_due(
-            now,
-            ZoneInfo(item.timezone),
-            send_hour(item.send_hour, self.settings.send_hour),
-            self.settings.lesson_interval,
-        )
+        if item.kind != DeliveryKind.LESSON:
+            return  # a confirmation or the follow-up: nothing comes after
+        received = received | {item.number}
+        key = course.content.next_for(received)
+        if key is None:
+            self._finish(db, item, course, now)
+            return
+        lesson = course.content.get(key)
+        rhythm = self._rhythm(item, course)
+        due = lesson_due(now, lesson.delay_days if lesson else 1, rhythm)
         # Paused or left while this one was in flight: the next lesson waits, cancelled,
         # for a resume (which re-queues it).
         next_status = (
@@ -503,8 +644,31 @@ class Sender:
         )
         db.execute(
             upsert_lesson(db.dialect.name),
-            lesson_params(item.subscriber_id, item.number + 1, due, next_status, run=item.run),
+            lesson_params(
+                item.subscriber_id,
+                key,
+                not_before(due, item.snoozed_until, rhythm),
+                next_status,
+                run=item.run,
+            ),
         )
+
+    def _finish(self, db: Conn, item: Claimed, course: PublishedCourse, now: datetime) -> None:
+        """The reader has had every lesson: the course is completed, and what comes after
+        it (course.subscriptions.after_course) is queued."""
+        if db.execute(_COMPLETE, {"sid": item.subscriber_id, "now": now}).rowcount:
+            self._queue_after(db, item, course, DeliveryKind.LESSON, now)
+
+    def _queue_after(
+        self, db: Conn, item: Claimed, course: PublishedCourse, done: str, now: datetime
+    ) -> None:
+        after = after_course(course, done, now, self._rhythm(item, course))
+        if after is not None:
+            kind, due = after
+            db.execute(
+                upsert_lesson(db.dialect.name),
+                lesson_params(item.subscriber_id, 0, due, run=item.run, kind=kind),
+            )
 
     def _claimed_row(self, session: Session, delivery_id: int) -> Delivery | None:
         """The delivery if it still exists and is ours: a pause, an erase or a lost lease

@@ -1,7 +1,9 @@
-"""Signing up, confirming, and the subscriber's place in the course.
+"""Signing up, confirming, and a subscriber's place in their course.
 
-Every function here takes a session and never commits: the web view, the CLI command or
-the scheduler tick that calls it owns the transaction.
+A subscriber is one person on one course (course.models.Subscriber); what belongs to the
+person across their courses is in course.people. Every function here takes a session and
+never commits: the web view, the CLI command or the scheduler tick that calls it owns the
+transaction.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from course.config import Settings
+from course.courses import Catalogue, PublishedCourse
 from course.crisis import country_for_timezone
 from course.mailboxes import fingerprints, mailbox
 from course.models import (
@@ -41,7 +44,7 @@ from course.models import (
     utcnow,
 )
 from course.progress import record_event
-from course.schedule import resume_due
+from course.schedule import Rhythm, first_lesson_due, lesson_due, not_before, resume_due
 from course.schedule import send_hour as effective_send_hour
 
 log = logging.getLogger("course.subscriptions")
@@ -79,6 +82,7 @@ class SignupData:
     timezone: str | None
     source: str | None
     consent: Consent | None = None
+    course_id: int = 1  # the course to join (the web layer checks it is open)
 
 
 @dataclass(frozen=True)
@@ -179,15 +183,28 @@ def validate_signup(data: Mapping[str, object], *, check_deliverability: bool) -
     return SignupData(email=email, name=name, timezone=tz, source=source)
 
 
-def find_by_email(session: Session, email: str) -> Subscriber | None:
-    """The subscriber with this (normalised) address, if any.
+def find_by_email(session: Session, email: str, course_id: int) -> Subscriber | None:
+    """The subscriber with this (normalised) address on this course, if any.
 
     The local part is compared case-insensitively: almost every mail system treats
     ``Ana@`` and ``ana@`` as one mailbox, and two enrolments would mean two courses.
     """
     return session.scalars(
-        select(Subscriber).where(func.lower(Subscriber.email) == email.lower())
+        select(Subscriber).where(
+            Subscriber.course_id == course_id, func.lower(Subscriber.email) == email.lower()
+        )
     ).first()
+
+
+def rhythm_of(subscriber: Subscriber, course: PublishedCourse, settings: Settings) -> Rhythm:
+    """When this reader's lessons of this course go out: their own send hour, else the
+    course's, else the practice's; in their time zone; weekdays only if the course says so."""
+    return Rhythm(
+        tz=ZoneInfo(subscriber.timezone),
+        hour=effective_send_hour(subscriber.send_hour, course.send_hour or settings.send_hour),
+        weekdays_only=course.weekdays_only,
+        interval=settings.lesson_interval,
+    )
 
 
 def subscribe(
@@ -210,11 +227,12 @@ def subscribe(
     for an address that had left (unsubscribed or bounced); never more often than the
     ``caps`` allow, whoever is asking (``None``: no caps, for an operator's import).
     """
-    subscriber = find_by_email(session, data.email)
+    subscriber = find_by_email(session, data.email, data.course_id)
     if subscriber is None:
         timezone = data.timezone or default_timezone
         consent = data.consent
         subscriber = Subscriber(
+            course_id=data.course_id,
             email=data.email,
             mailbox=mailbox(data.email),
             name=data.name,
@@ -237,8 +255,9 @@ def subscribe(
         SubscriberStatus.PENDING,
         SubscriberStatus.UNSUBSCRIBED,
         SubscriberStatus.BOUNCED,
+        SubscriberStatus.COMPLETED,  # taking the course again: a new run, after a click
     ):
-        return subscriber  # enrolled: there is nothing to confirm
+        return subscriber  # on the course now: there is nothing to confirm
     if (
         subscriber.status == SubscriberStatus.UNSUBSCRIBED
         and subscriber.confirmed_at is None
@@ -262,8 +281,8 @@ def subscribe(
 
 
 def _asked_since(subscriber: Subscriber) -> bool:
-    """Whether the last confirmation was asked for after the reader left."""
-    left = subscriber.unsubscribed_at
+    """Whether the last confirmation was asked for after the reader left (or finished)."""
+    left = subscriber.unsubscribed_at or subscriber.completed_at
     sent = subscriber.confirm_sent_at
     return left is not None and sent is not None and sent > left
 
@@ -336,9 +355,13 @@ def confirm(
     now: datetime,
     number: int | None = None,
     secret_keys: Sequence[str] = (),
+    *,
+    courses: Catalogue,
+    settings: Settings,
 ) -> Subscriber | None:
-    """The reader's own click on a confirmation link: start the course (lesson 1 on the
-    next tick), or, for a reader who had left and asked to come back, a new run of it.
+    """The reader's own click on a confirmation link: start the course (its first lesson
+    when its delay says, at once by default), or, for a reader who had left or finished
+    and asked to come back, a new run of it.
 
     ``number`` is the confirmation the link came from. A reader who had left starts again
     only from the latest confirmation, asked for after they left: an old link from their
@@ -348,37 +371,105 @@ def confirm(
     subscriber = by_public_id(session, public_id)
     if subscriber is None:
         return None
+    course = courses.get(subscriber.course_id)
+    if course is None:
+        return subscriber
     if subscriber.status == SubscriberStatus.PENDING:
-        _start_run(session, subscriber, now)
+        start_run(session, subscriber, now, course=course, settings=settings)
     elif (
-        subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED)
+        subscriber.status
+        in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED, SubscriberStatus.COMPLETED)
         and number is not None
         and number == subscriber.confirm_count
         and _asked_since(subscriber)
     ):
-        subscriber.run += 1
-        subscriber.unsubscribed_at = None
-        subscriber.completed_at = None
-        _start_run(session, subscriber, now)
+        start_run(session, subscriber, now, course=course, settings=settings, again=True)
         lift_suppression(session, secret_keys, subscriber.email)
     return subscriber
 
 
-def _start_run(session: Session, subscriber: Subscriber, now: datetime) -> None:
+def start_run(
+    session: Session,
+    subscriber: Subscriber,
+    now: datetime,
+    *,
+    course: PublishedCourse,
+    settings: Settings,
+    again: bool = False,
+    via: str = "page",
+) -> None:
+    """The reader starts the course (``again``: a new run, after they left or finished;
+    the earlier run's deliveries, answers and notes stay). Their first lesson is queued."""
+    if again:
+        subscriber.run += 1
+        subscriber.unsubscribed_at = None
+        subscriber.completed_at = None
     subscriber.status = SubscriberStatus.ACTIVE
     subscriber.confirmed_at = now
-    # Outstanding confirmation emails are no longer needed.
+    subscriber.snoozed_until = None
+    # Outstanding confirmation emails are no longer needed, nor what was still to come
+    # after an earlier run (its completion or follow-up email, in the middle of this run).
     session.execute(
         update(Delivery)
         .where(
             Delivery.subscriber_id == subscriber.id,
-            Delivery.kind == DeliveryKind.CONFIRM,
+            Delivery.kind.in_(
+                (DeliveryKind.CONFIRM, DeliveryKind.COMPLETION, DeliveryKind.FOLLOWUP)
+            ),
             Delivery.status == DeliveryStatus.QUEUED,
         )
         .values(status=DeliveryStatus.CANCELLED, claimed_by=None)
     )
-    record_event(session, subscriber, EventKind.CONFIRM, now, value=f"run-{subscriber.run}")
-    queue_lesson(session, subscriber, 1, now)
+    record_event(
+        session, subscriber, EventKind.CONFIRM, now, value=f"run-{subscriber.run}", via=via
+    )
+    first = course.content.next_for(set())
+    if first is None:
+        return  # a course without lessons cannot be joined (course.courses); nothing to send
+    lesson = course.content.get(first)
+    delay = lesson.delay_days if lesson else 0
+    rhythm = rhythm_of(subscriber, course, settings)
+    queue_lesson(session, subscriber, first, first_lesson_due(now, delay, rhythm))
+
+
+def join_course(
+    session: Session,
+    person: Subscriber,
+    course: PublishedCourse,
+    now: datetime,
+    *,
+    settings: Settings,
+) -> Subscriber:
+    """A reader joins another course from the link in one of their own emails, by pressing
+    the button on its page: that click, from their own mailbox, is their consent, so the
+    course starts at once. Taking a course they finished or left starts a new run. A
+    bounced address gets nothing. Returns the enrolment."""
+    enrolment = find_by_email(session, person.email, course.id)
+    if enrolment is None:
+        enrolment = Subscriber(
+            course_id=course.id,
+            email=person.email,
+            mailbox=person.mailbox or mailbox(person.email),
+            name=person.name if person.confirmed_at else None,
+            timezone=person.timezone,
+            send_hour=person.send_hour,
+            country=person.country,
+            source="join",
+            consent_source="join",
+            consent_origin=f"course:{person.course_id}",
+            consent_text_hash=keep_consent_text(session, settings.signup_consent_text, now),
+            status=SubscriberStatus.PENDING,
+            created_at=now,
+            confirm_count=0,
+        )
+        session.add(enrolment)
+        session.flush()
+    if enrolment.status == SubscriberStatus.PENDING:
+        start_run(session, enrolment, now, course=course, settings=settings, via="join")
+    elif enrolment.status in (SubscriberStatus.COMPLETED, SubscriberStatus.UNSUBSCRIBED):
+        start_run(session, enrolment, now, course=course, settings=settings, again=True, via="join")
+        lift_suppression(session, settings.secret_keys, enrolment.email)
+    return enrolment
 
 
 # -- the opt-out list ---------------------------------------------------------------------
@@ -434,10 +525,12 @@ def lesson_params(
     status: str = DeliveryStatus.QUEUED,
     *,
     run: int,
+    kind: str = DeliveryKind.LESSON,
 ) -> dict[str, object]:
     """The parameters for :func:`upsert_lesson`."""
     return {
         "sid": subscriber_id,
+        "kind": kind,
         "number": number,
         "run": run,
         "status": status,
@@ -448,7 +541,8 @@ def lesson_params(
 
 @cache
 def upsert_lesson(dialect: str) -> Insert:
-    """The statement that queues a lesson (or holds it, ``status="cancelled"``).
+    """The statement that queues a lesson, or the completion or follow-up email (or holds
+    it, ``status="cancelled"``).
 
     There is one row per (subscriber, lesson, run), so this is an upsert: a cancelled row (after
     a pause) is re-queued rather than duplicated, a sent row is left alone, and the unique
@@ -458,7 +552,7 @@ def upsert_lesson(dialect: str) -> Insert:
     insert_ = postgresql_insert if dialect == "postgresql" else sqlite_insert
     stmt = insert_(Delivery).values(
         subscriber_id=bindparam("sid"),
-        kind=DeliveryKind.LESSON,
+        kind=bindparam("kind"),
         number=bindparam("number"),
         run=bindparam("run"),
         status=bindparam("status"),
@@ -495,13 +589,22 @@ def in_current_run(subscriber: Subscriber) -> ColumnElement[bool]:
     return and_(Delivery.subscriber_id == subscriber.id, Delivery.run == subscriber.run)
 
 
-def lessons_sent(session: Session, subscriber: Subscriber) -> int:
-    """How many lessons this subscriber has received in this run (the highest sent)."""
-    return (
-        session.scalar(
-            select(func.max(Delivery.number)).where(in_current_run(subscriber), lesson_received())
+def received_keys(session: Session, subscriber: Subscriber) -> set[int]:
+    """The lessons (keys) this subscriber has received in this run."""
+    return set(
+        session.scalars(
+            select(Delivery.number).where(in_current_run(subscriber), lesson_received())
         )
-        or 0
+    )
+
+
+def last_lesson_received(session: Session, subscriber: Subscriber) -> int | None:
+    """The lesson (key) this subscriber received most recently in this run, if any."""
+    return session.scalar(
+        select(Delivery.number)
+        .where(in_current_run(subscriber), lesson_received())
+        .order_by(Delivery.sent_at.desc(), Delivery.id.desc())
+        .limit(1)
     )
 
 
@@ -538,7 +641,7 @@ def _stop_mail(
         now,
         via=via,
         operator_id=operator_id,
-        lesson=lessons_sent(session, subscriber) or None,
+        lesson=last_lesson_received(session, subscriber),
     )
 
 
@@ -564,7 +667,7 @@ def resume(
     now: datetime,
     *,
     settings: Settings,
-    total: int,
+    course: PublishedCourse,
     via: str = "page",
     operator_id: int | None = None,
 ) -> bool:
@@ -572,21 +675,82 @@ def resume(
     if subscriber.status != SubscriberStatus.PAUSED:
         return False
     subscriber.status = SubscriberStatus.ACTIVE
+    subscriber.snoozed_until = None
     record_event(session, subscriber, EventKind.RESUME, now, via=via, operator_id=operator_id)
-    sent = lessons_sent(session, subscriber)
-    if sent >= total:
+    requeue_next(session, subscriber, now, settings=settings, course=course)
+    return True
+
+
+def requeue_next(
+    session: Session,
+    subscriber: Subscriber,
+    now: datetime,
+    *,
+    settings: Settings,
+    course: PublishedCourse,
+) -> None:
+    """Queue the reader's next lesson after a change (a resume, a snooze that ends, a new
+    send hour): one lesson, at its time, never a burst. A reader who has had every lesson
+    has completed the course."""
+    received = received_keys(session, subscriber)
+    key = course.content.next_for(received)
+    rhythm = rhythm_of(subscriber, course, settings)
+    if key is None:
         subscriber.status = SubscriberStatus.COMPLETED
         subscriber.completed_at = subscriber.completed_at or now
-        return True
+        after = after_course(course, DeliveryKind.LESSON, now, rhythm)
+        if after is not None:
+            session.execute(
+                upsert_lesson(session.get_bind().dialect.name),
+                lesson_params(subscriber.id, 0, after[1], run=subscriber.run, kind=after[0]),
+            )
+        return
+    lesson = course.content.get(key)
     last = last_lesson_sent_at(session, subscriber)
-    due = resume_due(
-        now,
-        last,
-        ZoneInfo(subscriber.timezone),
-        send_hour_of(subscriber, settings),
-        settings.lesson_interval,
-    )
-    queue_lesson(session, subscriber, sent + 1, due)
+    delay = lesson.delay_days if lesson else 1
+    if last is None:
+        due = first_lesson_due(now, delay, rhythm)
+    else:
+        due = resume_due(now, last, delay, rhythm)
+    queue_lesson(session, subscriber, key, not_before(due, subscriber.snoozed_until, rhythm))
+
+
+def after_course(
+    course: PublishedCourse, done: str, now: datetime, rhythm: Rhythm
+) -> tuple[DeliveryKind, datetime] | None:
+    """What a reader who completed the course gets next, and when: after the last lesson
+    (``done="lesson"``) the completion email, or the follow-up if there is no completion;
+    after the completion the follow-up. Each ``days`` later at the reader's send hour (at
+    least the next day: never two emails at once). None: nothing more."""
+    content = course.content
+    if done == DeliveryKind.LESSON and content.completion is not None:
+        return DeliveryKind.COMPLETION, lesson_due(now, content.completion.days, rhythm)
+    if done in (DeliveryKind.LESSON, DeliveryKind.COMPLETION) and content.followup is not None:
+        return DeliveryKind.FOLLOWUP, lesson_due(now, content.followup.days, rhythm)
+    return None
+
+
+def snooze(
+    session: Session,
+    subscriber: Subscriber,
+    until: datetime | None,
+    now: datetime,
+    *,
+    settings: Settings,
+    course: PublishedCourse,
+) -> bool:
+    """ "Pause until ...": nothing arrives before ``until``; then the course goes on by
+    itself at the reader's next send hour (one lesson, never a burst). ``None`` ends a
+    snooze now. False if the reader is not on the course."""
+    if subscriber.status != SubscriberStatus.ACTIVE:
+        return False
+    subscriber.snoozed_until = until if until is not None and until > now else None
+    local = until.astimezone(ZoneInfo(subscriber.timezone)).date().isoformat() if until else "end"
+    record_event(session, subscriber, EventKind.SNOOZE, now, value=local)
+    queued = next_queued_lesson(session, subscriber)
+    if queued is not None and queued.claimed_by is None:
+        queued.status = DeliveryStatus.CANCELLED  # requeue_next puts it back at its new time
+    requeue_next(session, subscriber, now, settings=settings, course=course)
     return True
 
 
@@ -603,23 +767,64 @@ def unsubscribe(
         return False
     subscriber.status = SubscriberStatus.UNSUBSCRIBED
     subscriber.unsubscribed_at = now
-    kinds = (DeliveryKind.LESSON, DeliveryKind.CONFIRM)
-    _stop_mail(session, subscriber, EventKind.UNSUBSCRIBE, now, kinds, via, operator_id)
+    _stop_mail(session, subscriber, EventKind.UNSUBSCRIBE, now, _ALL_KINDS, via, operator_id)
     return True
+
+
+#: Every kind of email a reader's course sends.
+_ALL_KINDS = (
+    DeliveryKind.LESSON,
+    DeliveryKind.CONFIRM,
+    DeliveryKind.COMPLETION,
+    DeliveryKind.FOLLOWUP,
+)
 
 
 def mark_bounced(
     session: Session, subscriber: Subscriber, now: datetime, *, reason: str, via: str = "relay"
 ) -> bool:
     """The reader's mailbox does not take mail (a hard bounce, at sending or after): nothing
-    more is sent to them. The bounce is recorded as an event. False if already out."""
+    more is sent to it, on any course. The bounce is recorded as an event. False if this
+    enrolment was already out."""
     record_event(session, subscriber, EventKind.BOUNCE, now, value=f"hard:{reason}"[:64], via=via)
-    if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
-        return False
-    subscriber.status = SubscriberStatus.BOUNCED
-    subscriber.unsubscribed_at = now
-    _cancel_queued(session, subscriber, (DeliveryKind.LESSON, DeliveryKind.CONFIRM))
-    return True
+    changed = False
+    for enrolment in enrolments_of(session, subscriber.email):
+        if enrolment.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
+            continue
+        enrolment.status = SubscriberStatus.BOUNCED
+        enrolment.unsubscribed_at = now
+        _cancel_queued(session, enrolment, _ALL_KINDS)
+        changed = changed or enrolment.id == subscriber.id
+    return changed
+
+
+def enrolments_of(session: Session, email: str) -> list[Subscriber]:
+    """Every course this address is on (or was), oldest first: one person's enrolments."""
+    return list(
+        session.scalars(
+            select(Subscriber)
+            .where(func.lower(Subscriber.email) == email.lower())
+            .order_by(Subscriber.id)
+        )
+    )
+
+
+def find_person(session: Session, email: str) -> Subscriber | None:
+    """Any enrolment of this address (the most recent), for what concerns the person
+    rather than one course: a bounce, a complaint, an erasure."""
+    found = enrolments_of(session, email)
+    return found[-1] if found else None
+
+
+def unsubscribe_everywhere(
+    session: Session, subscriber: Subscriber, now: datetime, *, via: str = "page"
+) -> int:
+    """Leave every course this person is on (the "leave all courses" button, a spam
+    complaint). Returns how many enrolments were left."""
+    return sum(
+        unsubscribe(session, enrolment, now, via=via)
+        for enrolment in enrolments_of(session, subscriber.email)
+    )
 
 
 def set_schedule(
@@ -630,8 +835,9 @@ def set_schedule(
     send_hour: int,
     timezone: str,
     settings: Settings,
+    course: PublishedCourse,
 ) -> None:
-    """Change when lessons arrive; a queued lesson moves to the new time."""
+    """Change when this course's lessons arrive; a queued lesson moves to the new time."""
     subscriber.send_hour = send_hour
     subscriber.timezone = timezone
     record_event(session, subscriber, EventKind.SCHEDULE, now)
@@ -641,12 +847,10 @@ def set_schedule(
     last = last_lesson_sent_at(session, subscriber)
     if queued is None or queued.claimed_by is not None or last is None:
         return
-    queued.due_at = resume_due(now, last, ZoneInfo(timezone), send_hour, None)
-
-
-def send_hour_of(subscriber: Subscriber, settings: Settings) -> int:
-    """The subscriber's own send hour, or the practice's default."""
-    return effective_send_hour(subscriber.send_hour, settings.send_hour)
+    lesson = course.content.get(queued.number)
+    rhythm = rhythm_of(subscriber, course, settings)
+    due = resume_due(now, last, lesson.delay_days if lesson else 1, rhythm)
+    queued.due_at = not_before(due, subscriber.snoozed_until, rhythm)
 
 
 def next_queued_lesson(session: Session, subscriber: Subscriber) -> Delivery | None:
@@ -751,6 +955,7 @@ def store_signup_request(session: Session, data: SignupData, now: datetime) -> i
     """
     consent = data.consent
     request = SignupRequest(
+        course_id=data.course_id,
         email=data.email,
         name=data.name,
         timezone=data.timezone,
@@ -793,6 +998,7 @@ def decide_signup_request(
         timezone=request.timezone,
         source=request.source,
         consent=consent,
+        course_id=request.course_id,
     )
     subscribe(
         session,

@@ -25,6 +25,7 @@ PURPOSES = (
     "progress",
     "pause",
     "book",
+    "join",  # another course, offered after the last lesson (course.web.links.join)
 )
 
 #: How long a confirmation link stays valid; pending signups are kept as long (issue #6).

@@ -25,8 +25,10 @@ from sqlalchemy.orm import sessionmaker
 from course.app import create_app, split_overrides
 from course.cli import main as course_command
 from course.config import Settings, load_settings
+from course.courses import Catalogue, CourseLibrary, PublishedCourse, published_content
 from course.db import make_engine, make_sessionmaker, upgrade
 from course.mail.outbox import OutboxTransport
+from course.models import Course, CourseVersion
 from course.sending import Sender
 
 
@@ -209,6 +211,36 @@ def make_sender(
     return Sender(
         settings, sessions_for(settings.database_url), transport, clock=clock, worker=worker
     )
+
+
+def courses_for(settings: Settings) -> Catalogue:
+    """The courses in the settings' database, as the sender and the web app see them."""
+    return CourseLibrary(sessions_for(settings.database_url)).current()
+
+
+def first_course(settings: Settings) -> PublishedCourse:
+    """The first course (the shipped five-day course in a new database)."""
+    found = courses_for(settings).default()
+    assert found is not None
+    return found
+
+
+def publish_a_broken_lesson(db_url: str, body: str = "Hi {{ no_such_slot }}") -> None:
+    """Make lesson 2 of the first course unusable in its published version. Publishing
+    refuses such a lesson, so this is a hand edit in the database (or an older release's
+    checks): what the sender, the health check and the doctor must still handle."""
+    with sessions_for(db_url)() as s, s.begin():
+        course = s.get(Course, 1)
+        assert course is not None
+        content = published_content(s, course)
+        broken = content.lessons[1].model_copy(update={"body": body})
+        content = content.model_copy(
+            update={"lessons": (content.lessons[0], broken, *content.lessons[2:])}
+        )
+        version = CourseVersion(course_id=1, number=99, content=content.to_json(), author="hand")
+        s.add(version)
+        s.flush()
+        course.published_version_id = version.id
 
 
 def engine_settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:

@@ -24,7 +24,7 @@ def test_preview_prints_both_parts(runner: CourseRunner) -> None:
 def test_preview_of_a_missing_lesson_is_a_clear_error(runner: CourseRunner) -> None:
     result = runner.invoke(args=["preview", "9"])
     assert result.exit_code != 0
-    assert "Lesson 9 cannot be rendered" in result.output
+    assert "The course has 5 lessons; there is no 9." in result.output
 
 
 def test_send_test_goes_through_the_configured_transport(

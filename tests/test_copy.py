@@ -7,11 +7,11 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-import frontmatter
 import pytest
 
 from course.config import Settings
-from course.lessons import LessonSet, load_lessons
+from course.coursefiles import read_course_folder
+from course.courses import PublishedCourse, folder_view
 from course.render import Reader, Renderer
 from course.resources import lessons_dir
 from course.tokens import Signer
@@ -46,8 +46,8 @@ def renderer(settings: Settings) -> Renderer:
 
 
 @pytest.fixture
-def lessons(settings: Settings) -> LessonSet:
-    return load_lessons(lessons_dir(settings))
+def lessons(settings: Settings) -> PublishedCourse:
+    return folder_view(lessons_dir(settings))[0]
 
 
 def normalize(text: str) -> str:
@@ -94,9 +94,14 @@ def plain(data: bytes) -> str:
     return text_part(data).replace("\r\n", "\n")
 
 
-def build(renderer: Renderer, lessons: LessonSet, day: int) -> tuple[str, str]:
-    data = renderer.build("lesson", day, READER, lessons, NOW)
+def build(
+    renderer: Renderer, lessons: PublishedCourse, day: int, kind: str = "lesson"
+) -> tuple[str, str]:
+    data = renderer.build(kind, day, READER, lessons, NOW)
     return plain(data), html_part(data)
+
+
+AFTER_COURSE = ["completion", "followup"]
 
 
 # -- the plain-text part -------------------------------------------------------------------
@@ -104,7 +109,7 @@ def build(renderer: Renderer, lessons: LessonSet, day: int) -> tuple[str, str]:
 
 @pytest.mark.parametrize("day", DAYS)
 def test_text_part_lines_fit_a_mail_reader(
-    renderer: Renderer, lessons: LessonSet, day: int
+    renderer: Renderer, lessons: PublishedCourse, day: int
 ) -> None:
     text, _ = build(renderer, lessons, day)
     assert long_lines(text) == []
@@ -112,18 +117,18 @@ def test_text_part_lines_fit_a_mail_reader(
 
 @pytest.mark.parametrize("day", DAYS)
 def test_text_part_has_no_all_caps_heading(
-    renderer: Renderer, lessons: LessonSet, day: int
+    renderer: Renderer, lessons: PublishedCourse, day: int
 ) -> None:
     text, _ = build(renderer, lessons, day)
     assert all_caps_lines(text) == []
     # The title is in normal case, underlined.
-    title = f"Day {day} of 5: {lessons.lessons[day].title}"
+    title = f"Day {day} of 5: {lessons.content.lessons[day].title}"
     assert f"{title}\n{'=' * len(title)}\n" in text
     assert "How did today's lesson land?\n----------------------------\n" in text
 
 
 @pytest.mark.parametrize("day", DAYS)
-def test_no_doubled_words(renderer: Renderer, lessons: LessonSet, day: int) -> None:
+def test_no_doubled_words(renderer: Renderer, lessons: PublishedCourse, day: int) -> None:
     text, html = build(renderer, lessons, day)
     assert doubled_words(text) == []
     assert doubled_words(visible_text(html)) == []
@@ -131,7 +136,7 @@ def test_no_doubled_words(renderer: Renderer, lessons: LessonSet, day: int) -> N
 
 @pytest.mark.parametrize("day", DAYS)
 def test_no_wording_that_review_found_wrong(
-    renderer: Renderer, lessons: LessonSet, day: int
+    renderer: Renderer, lessons: PublishedCourse, day: int
 ) -> None:
     text, html = build(renderer, lessons, day)
     for part in (normalize(text), normalize(visible_text(html))):
@@ -157,7 +162,7 @@ def test_no_wording_that_review_found_wrong_in_lesson_and_template_sources() -> 
 
 
 def test_the_text_part_tells_the_reader_what_the_done_link_is_for(
-    renderer: Renderer, lessons: LessonSet
+    renderer: Renderer, lessons: PublishedCourse
 ) -> None:
     text, _ = build(renderer, lessons, 1)
     assert re.search(
@@ -167,7 +172,23 @@ def test_the_text_part_tells_the_reader_what_the_done_link_is_for(
     )
 
 
-def test_the_confirmation_text_fits_too(renderer: Renderer, lessons: LessonSet) -> None:
+@pytest.mark.parametrize("kind", AFTER_COURSE)
+def test_the_emails_after_the_course_fit_too(
+    renderer: Renderer, lessons: PublishedCourse, kind: str
+) -> None:
+    text, html = build(renderer, lessons, 0, kind)
+    assert long_lines(text) == []
+    assert all_caps_lines(text) == []
+    assert doubled_words(text) == [] and doubled_words(visible_text(html)) == []
+    for part in (normalize(text), normalize(visible_text(html))):
+        for phrase in WRONG_PHRASES:
+            assert phrase not in part, (kind, phrase)
+    assert "/book/" in text and "/unsubscribe/" in text and "/me/" in text
+    # Nothing after the course offers to pause it.
+    assert "/pause/" not in text and "/pause/" not in html
+
+
+def test_the_confirmation_text_fits_too(renderer: Renderer, lessons: PublishedCourse) -> None:
     text = plain(renderer.build("confirm", 1, READER, lessons, NOW))
     assert long_lines(text) == []
     assert all_caps_lines(text) == []
@@ -180,7 +201,7 @@ def test_long_practice_copy_is_wrapped_and_urls_stay_whole(tmp_path: Path) -> No
     url = "https://www.example.org/a-long-path/to-the-crisis-lines-of-every-country?lang=en"
     prompt = "If it would help to talk any of this through, " * 4
     (tmp_path / "01-one.md").write_text(
-        "---\nday: 1\n"
+        "---\nkey: 1\n"
         'subject: "Day {day} of {total}: One"\n'
         f'title: "{"A rather long title for a lesson " * 3}"\n'
         f'booking_prompt: "{prompt.strip()}"\n'
@@ -195,7 +216,7 @@ def test_long_practice_copy_is_wrapped_and_urls_stay_whole(tmp_path: Path) -> No
         "for a free, confidential line near you, any time of the day or night.",
     )
     renderer = Renderer(settings, Signer(settings.secret_keys))
-    text = plain(renderer.build("lesson", 1, READER, load_lessons(tmp_path), NOW))
+    text = plain(renderer.build("lesson", 1, READER, folder_view(tmp_path)[0], NOW))
     assert long_lines(text) == []
     assert url in text.splitlines()  # whole, and on a line of its own
     assert "\n=====" in text
@@ -205,9 +226,9 @@ def test_long_practice_copy_is_wrapped_and_urls_stay_whole(tmp_path: Path) -> No
 
 
 def test_lesson_one_says_early_that_insecurity_can_be_a_reasonable_response(
-    renderer: Renderer, lessons: LessonSet
+    renderer: Renderer, lessons: PublishedCourse
 ) -> None:
-    lesson = lessons.lessons[1]
+    lesson = lessons.content.lessons[1]
     body = normalize(lesson.body_markdown)
     sentence = normalize(SAFETY_SENTENCE)
     assert sentence in body
@@ -220,13 +241,12 @@ def test_lesson_one_says_early_that_insecurity_can_be_a_reasonable_response(
 
 
 def test_lesson_one_asks_for_the_safety_note() -> None:
-    lessons = load_lessons(REPO / "lessons")
-    meta = frontmatter.loads(lessons.lessons[1].path.read_text(encoding="utf-8")).metadata
-    assert meta.get("safety_note") is True
+    first = read_course_folder(REPO / "lessons").content.lessons[0]
+    assert first.key == 1 and first.safety_note is True
 
 
-def test_lesson_four_points_back_to_day_one(lessons: LessonSet) -> None:
-    body = normalize(lessons.lessons[4].body_markdown)
+def test_lesson_four_points_back_to_day_one(lessons: PublishedCourse) -> None:
+    body = normalize(lessons.content.lessons[4].body_markdown)
     assert "as we said in the first lesson" in body
     assert "domestic abuse line listed at the end of this email" in body
 
@@ -236,10 +256,10 @@ def test_lesson_four_points_back_to_day_one(lessons: LessonSet) -> None:
 
 @pytest.mark.parametrize("day", DAYS)
 def test_only_the_last_lesson_has_no_pause_link(
-    renderer: Renderer, lessons: LessonSet, day: int
+    renderer: Renderer, lessons: PublishedCourse, day: int
 ) -> None:
     text, html = build(renderer, lessons, day)
-    last = day == lessons.total
+    last = day == lessons.content.total
     for part in (text, html):
         assert ("/pause/" in part) is not last, (day, part[-600:])
         assert ("Pause the course" in part) is not last

@@ -292,9 +292,10 @@ def _line_without(key: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("item", "message"),
     [
-        (_without("emergency"), "entry 1 (DE): missing field(s): 'emergency'"),
-        (_without("verified_online"), "entry 1 (DE): missing field(s): 'verified_online'"),
-        (_line_without("hours"), "crisis_lines[0] (Practice line): missing field(s): 'hours'"),
+        (_without("emergency"), "entry 1 (DE): 'emergency' is missing"),
+        (_without("verified_online"), "entry 1 (DE): 'verified_online' is missing"),
+        (_line_without("hours"), "crisis_lines[0] (Practice line): 'hours' is missing"),
+        (_line_without("url"), "(Practice line): 'url' is missing (use null if there is none)"),
         (entry("Germany"), "'country' must be an ISO 3166-1 alpha-2 code"),
         (entry("de"), "got 'de'"),
         (entry(crisis_lines=[_line(url="http://example.org")]), "must be an https:// URL"),
@@ -303,15 +304,22 @@ def _line_without(key: str) -> dict[str, Any]:
         (entry(checked="26.11.2026"), "'checked' must be a date as YYYY-MM-DD; got '26.11.2026'"),
         (entry(checked="2026-02-30"), "got '2026-02-30'"),
         (entry(checked="20261126"), "got '20261126'"),
-        (entry(verified_online="yes"), "'verified_online' must be true or false"),
-        (entry(crisis_lines=[]), "'crisis_lines' needs at least one line"),
+        (entry(checked=20261126), "'checked' must be a date as YYYY-MM-DD; got 20261126"),
+        (entry(verified_online="yes"), "'verified_online' must be true or false; got 'yes'"),
+        (entry(verified_online=1), "'verified_online' must be true or false; got 1"),
+        (entry(crisis_lines=[]), "entry 1 (DE): 'crisis_lines' must not be empty; got []"),
+        (entry(source=[]), "entry 1 (DE): 'source' must not be empty; got []"),
+        (entry(crisis_lines=[42]), "entry 1 (DE), crisis_lines[0]: expected an object"),
         (
             entry(crisis_lines=[_line(phone=None, text=None, url=None)]),
             "needs at least one of 'phone', 'text' or 'url'",
         ),
-        (entry(phnoe="1"), "unknown field(s): 'phnoe'"),
+        (entry(phnoe="1"), "entry 1 (DE): 'phnoe' is not a known field"),
         (entry(name=""), "'name' must be a non-empty string"),
+        (entry(name=None), "'name' must be a non-empty string; got null"),
+        (entry(crisis_lines=[_line(phone=42)]), "'phone' must be a non-empty string, or null"),
         (entry(crisis_lines=[_line(languages="de")]), "'languages' must be a list"),
+        (entry(crisis_lines=[_line(languages=["de", " "])]), "'languages[1]' must be a language"),
     ],
 )
 def test_a_broken_override_is_reported_clearly(
@@ -327,7 +335,7 @@ def test_a_broken_override_is_reported_clearly(
 def test_uk_is_not_a_country_code(tmp_path: Path) -> None:
     if not zone_tables().countries:
         pytest.skip("no iso3166.tab on this machine")
-    with pytest.raises(CrisisDataError, match=r"'UK' is not an ISO 3166-1 .* mean 'GB'"):
+    with pytest.raises(CrisisDataError, match=r"'country' is not an ISO 3166-1 .* 'GB'.*got 'UK'"):
         load_resources(write(tmp_path, entry("UK")))
 
 
@@ -336,8 +344,8 @@ def test_uk_is_not_a_country_code(tmp_path: Path) -> None:
     [
         ('{"countries": [', "not valid JSON"),
         ("[]", 'expected an object {"countries": [...]}'),
-        ('{"entries": []}', "unknown top-level field(s): 'entries'"),
-        ('{"countries": {}}', '"countries" must be a list'),
+        ('{"entries": []}', "'entries' is not a known field"),
+        ('{"countries": {}}', "'countries' must be a list of country entries; got {}"),
         ('{"countries": [], "countries": []}', "the key 'countries' appears twice"),
         ('{"countries": [42]}', "entry 1: expected an object"),
     ],
@@ -351,6 +359,30 @@ def test_a_broken_override_file_is_reported_clearly(
         load_resources(path)
     assert str(caught.value).startswith(f"{path}: ")
     assert message in str(caught.value)
+
+
+def test_every_problem_is_reported_once_on_a_line_of_its_own(tmp_path: Path) -> None:
+    broken_line = _line(url="http://example.org", hours="")
+    path = write(tmp_path, entry(), entry("de", crisis_lines=[broken_line], verified_online=None))
+    with pytest.raises(CrisisDataError) as caught:
+        load_resources(path)
+    where = f"{path}: entry 2 (de)"
+    assert str(caught.value).splitlines() == [
+        f"{where}: 'country' must be an ISO 3166-1 alpha-2 code in capitals (e.g. 'DE'), "
+        "or 'XX' for the worldwide fallback; got 'de'",
+        f"{where}, crisis_lines[0] (Practice line): 'url' must be an https:// URL, or null for "
+        "none; got 'http://example.org'",
+        f"{where}, crisis_lines[0] (Practice line): 'hours' must be a non-empty string; got ''",
+        f"{where}: 'verified_online' must be true or false; got null",
+    ]  # and nothing about 'crisis_lines' as a whole, although its only line is broken
+
+
+def test_values_are_kept_as_written_apart_from_surrounding_spaces(tmp_path: Path) -> None:
+    line = _line(name=" Practice line ", url="https://Example.org")
+    resources = load_resources(write(tmp_path, entry(crisis_lines=[line], source="https://a.b")))
+    assert resources["DE"].crisis_lines[0].name == "Practice line"
+    assert resources["DE"].crisis_lines[0].url == "https://Example.org"  # no "/" added
+    assert resources["DE"].source == ("https://a.b",)  # one URL without the list around it
 
 
 def test_a_country_twice_and_a_missing_file_are_reported(tmp_path: Path) -> None:
@@ -384,7 +416,8 @@ def test_text_lines_are_short_and_complete(code: str) -> None:
 
 def test_how_to_reach_never_doubles_words() -> None:
     def line(phone: str | None, text: str | None) -> Line:
-        return Line(name="X", phone=phone, text=text, url=None, hours="24/7")
+        url = None if phone or text else "https://example.org"  # a line needs one of the three
+        return Line(name="X", phone=phone, text=text, url=url, hours="24/7")
 
     assert how_to_reach(line("988", "988")) == "call or text 988"
     assert how_to_reach(line("call 116 123", None)) == "call 116 123"

@@ -14,8 +14,13 @@ from sqlalchemy import select
 
 from course.app import create_app
 from course.models import Delivery, DeliveryStatus, SchedulerTick, utcnow
-from tests.conftest import CourseRunner, FakeClock, make_config, make_sender
-from tests.helpers import REPO
+from tests.conftest import (
+    CourseRunner,
+    FakeClock,
+    make_config,
+    make_sender,
+    publish_a_broken_lesson,
+)
 from tests.test_sending import MemoryTransport, enrol
 
 
@@ -79,20 +84,16 @@ def test_503_when_the_database_does_not_answer(tmp_path: Path) -> None:
     assert app.test_client().get("/healthz/web").status_code == 503
 
 
-def test_503_when_a_lesson_file_is_broken(
+def test_503_when_a_published_lesson_is_broken(
     app_factory: Callable[..., Flask], tmp_path: Path
 ) -> None:
-    folder = tmp_path / "lessons"
-    folder.mkdir()
-    (folder / "01-a.md").write_text(
-        (REPO / "lessons/01-where-insecurity-comes-from.md").read_text()
-    )
-    (folder / "02-b.md").write_text("---\nday: 2\ntitle: No subject\n---\nText.\n")
-    app = app_factory(LESSONS_DIR=str(folder))
+    app = app_factory()
+    publish_a_broken_lesson(app.extensions["course"].settings.database_url)
     tick(app)
     status, body = health(app)
     assert status == 503 and body["content"] == "broken"
-    assert body["reasons"] == ["content: 02-b.md: missing front matter field(s): subject"]
+    [reason] = body["reasons"]
+    assert reason.startswith("content: feeling-secure: lesson 2") and "no_such_slot" in reason
 
 
 def test_503_when_a_template_is_broken(app_factory: Callable[..., Flask], tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Lesson files: the real course loads; broken files are reported and skipped."""
+"""Lessons and course folders: the shipped course reads cleanly; broken files and
+unknown placeholders are reported with the reason; the rule of a reader's next lesson."""
 
 from __future__ import annotations
 
@@ -6,12 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from course.lessons import LessonLibrary, load_lessons, markdown_to_text
+from course.content import CourseContent, compile_content, content_problems
+from course.coursefiles import read_course_folder
+from course.lessons import (
+    LessonError,
+    LessonFields,
+    compile_lesson,
+    lesson_problems,
+    markdown_to_text,
+)
 from tests.helpers import REPO
 
 LESSONS = REPO / "lessons"
 GOOD = """---
-day: {day}
+key: {key}
 subject: "Day {{day}} of {{total}}: A title"
 title: "A title"
 ---
@@ -23,71 +32,130 @@ Some *kind* words.
 """
 
 
-def test_the_course_has_five_lessons_in_order() -> None:
-    lessons = load_lessons(LESSONS)
-    assert lessons.errors == {}
-    assert lessons.total == 5
-    assert sorted(lessons.lessons) == [1, 2, 3, 4, 5]
-    for lesson in lessons.lessons.values():
-        assert lesson.subject.startswith(f"Day {lesson.day} of 5")
+def fields(**overrides: object) -> LessonFields:
+    values: dict[str, object] = {
+        "key": 1,
+        "subject": "Day {day} of {total}: Hello",
+        "title": "Hello",
+        "body": "Kind words.",
+    }
+    values.update(overrides)
+    return LessonFields(**values)  # type: ignore[arg-type]
+
+
+def test_the_shipped_course_has_five_lessons_in_order() -> None:
+    folder = read_course_folder(LESSONS)
+    assert folder.errors == {}
+    assert folder.meta.slug == "feeling-secure"
+    compiled = compile_content(folder.content)
+    assert compiled.errors == {}
+    assert compiled.order == (1, 2, 3, 4, 5)
+    assert [compiled.lessons[k].delay_days for k in compiled.order] == [0, 1, 1, 1, 1]
+    for position, key in enumerate(compiled.order, start=1):
+        lesson = compiled.lessons[key].for_reader(position, 5)
+        assert lesson.subject.startswith(f"Day {position} of 5")
         assert "Today's reflection" in lesson.body_markdown
         assert "<script" not in lesson.body_html
+    assert compiled.completion is not None and compiled.followup is not None
+    assert compiled.followup.days == 14
 
 
 def test_a_sixth_lesson_takes_only_a_new_file(tmp_path: Path) -> None:
-    for path in LESSONS.glob("*.md"):
-        (tmp_path / path.name).write_text(path.read_text())
-    (tmp_path / "06-looking-ahead.md").write_text(GOOD.format(day=6))
-    lessons = load_lessons(tmp_path)
-    assert lessons.total == 6
-    assert lessons.lessons[6].subject == "Day 6 of 6: A title"
-    assert lessons.lessons[1].subject.startswith("Day 1 of 6")
+    for path in LESSONS.iterdir():
+        if path.suffix in (".md", ".yaml"):
+            (tmp_path / path.name).write_text(path.read_text())
+    (tmp_path / "06-looking-ahead.md").write_text(GOOD.format(key=6))
+    compiled = compile_content(read_course_folder(tmp_path).content)
+    assert compiled.total == 6
+    assert compiled.lessons[6].for_reader(6, 6).subject == "Day 6 of 6: A title"
+    assert compiled.lessons[6].delay_days == 1  # no delay given: the day after the one before
 
 
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
         ("no front matter at all", "missing front matter"),
-        ("---\nday: [\n---\nbody", "not valid YAML"),
-        ('---\nday: 1\ntitle: "T"\n---\nbody', "subject"),
-        ('---\nday: one\nsubject: "S"\ntitle: "T"\n---\nbody', "'day' must be a whole number"),
-        ('---\nday: 1\nsubject: "S"\ntitle: "T"\n---\n', "no text"),
-        ('---\nday: 1\nsubject: {a: 1}\ntitle: "T"\n---\nbody', "'subject' must be text"),
-        ('---\nday: 9\nsubject: "S"\ntitle: "T"\n---\nbody', "past the course length"),
+        ("---\nkey: [\n---\nbody", "not valid YAML"),
+        ('---\nkey: one\nsubject: "S"\ntitle: "T"\n---\nbody', "'key' must be a whole number"),
+        ('---\nkey: 2\nsubject: {a: 1}\ntitle: "T"\n---\nbody', "'subject' must be text"),
+        ('---\nkey: 2\ndelay: -1\nsubject: "S"\ntitle: "T"\n---\nbody', "'delay' must be"),
+        ('---\nkey: 2\nsubject: "S"\ntitle: "T"\ncolour: red\n---\nbody', "unknown front matter"),
+        ('---\nkey: 1\nsubject: "S"\ntitle: "T"\n---\nbody', "already used"),
     ],
 )
 def test_broken_files_are_reported_with_the_reason(
     tmp_path: Path, content: str, reason: str
 ) -> None:
-    (tmp_path / "01-good.md").write_text(GOOD.format(day=1))
+    (tmp_path / "01-good.md").write_text(GOOD.format(key=1))
     (tmp_path / "02-broken.md").write_text(content)
-    lessons = load_lessons(tmp_path)
-    assert sorted(lessons.lessons) == [1]
-    assert reason in lessons.errors["02-broken.md"]
+    folder = read_course_folder(tmp_path)
+    assert reason in folder.errors["02-broken.md"]
 
 
-def test_raw_html_in_a_lesson_is_not_passed_through(tmp_path: Path) -> None:
-    (tmp_path / "01-x.md").write_text(
-        GOOD.format(day=1).replace("Some", "<script>alert(1)</script> Some")
+def test_an_empty_lesson_is_refused_with_every_reason() -> None:
+    problems = lesson_problems(fields(subject="", title="", body=" "))
+    assert problems == ["'subject' is empty", "'title' is empty", "the lesson has no text"]
+    with pytest.raises(LessonError, match="'subject' is empty; 'title' is empty"):
+        compile_lesson(fields(subject="", title="", body=" "))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "found"),
+    [
+        ("subject", "Hello {name}", "{name}"),
+        ("subject", "Hello {{ first_name }}", "{{ first_name }}"),
+        ("title", "Hi *|FNAME|*", "*|FNAME|*"),
+        ("body", "Dear {name}, welcome", "{name}"),
+        ("body", "Day {day} of the course", "{day}"),  # only subject, title and preheader
+        ("preheader", "For {reader.name}", "{reader.name}"),
+        ("booking_prompt", "Talk to us about day {day}", "{day}"),
+    ],
+)
+def test_unknown_placeholders_are_refused_before_they_reach_a_reader(
+    field: str, value: str, found: str
+) -> None:
+    problems = lesson_problems(fields(**{field: value}))
+    assert any(found in p and f"'{field}'" in p for p in problems), problems
+
+
+def test_the_known_placeholders_are_filled_per_reader() -> None:
+    lesson = compile_lesson(fields(subject="Day {day} of {total}", preheader="{day}/{total}"))
+    filled = lesson.for_reader(3, 7)
+    assert (filled.subject, filled.preheader) == ("Day 3 of 7", "3/7")
+    assert lesson_problems(fields(subject="{day}", title="{total}", preheader="{day}")) == []
+
+
+def test_raw_html_in_a_lesson_is_not_passed_through() -> None:
+    lesson = compile_lesson(fields(body="<script>alert(1)</script> Some words"))
+    assert "<script>" not in lesson.body_html and "&lt;script&gt;" in lesson.body_html
+
+
+def test_a_course_without_lessons_or_with_a_broken_one_cannot_be_published() -> None:
+    assert content_problems(CourseContent()) == ["the course has no lessons"]
+    broken = CourseContent(lessons=(fields(), fields(key=2, title="", subject="S")))
+    assert content_problems(broken) == ["lesson 2 (S): 'title' is empty"]
+    twice = CourseContent(lessons=(fields(), fields(title="Again")))
+    assert "the key 1 is used by another lesson" in content_problems(twice)[0]
+
+
+def test_the_next_lesson_is_the_first_one_not_received_in_the_current_order() -> None:
+    content = compile_content(
+        CourseContent(lessons=tuple(fields(key=k, title=f"L{k}") for k in (1, 5, 2, 3)))
     )
-    html = load_lessons(tmp_path).lessons[1].body_html
-    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert content.next_for(set()) == 1
+    assert content.next_for({1}) == 5
+    assert content.next_for({1, 2, 3}) == 5  # moved before the reader's place: not skipped
+    assert content.next_for({1, 5, 2, 3}) is None
+    assert content.next_for({1, 4}) == 5  # a removed lesson they had does not count
+    # The reader's own count: three received (one of them since removed), this is the 4th.
+    assert content.count_for({1, 4, 5}, 2) == (4, 5)
 
 
-def test_duplicate_days_are_reported(tmp_path: Path) -> None:
-    (tmp_path / "01-a.md").write_text(GOOD.format(day=1))
-    (tmp_path / "01-b.md").write_text(GOOD.format(day=1))
-    assert "already used" in load_lessons(tmp_path).errors["01-b.md"]
-
-
-def test_library_reloads_after_an_edit(tmp_path: Path) -> None:
-    path = tmp_path / "01-a.md"
-    path.write_text(GOOD.format(day=1))
-    library = LessonLibrary(tmp_path)
-    first = library.current()
-    assert library.current() is first
-    path.write_text(GOOD.format(day=1).replace("A title", "A new title"))
-    assert library.current().lessons[1].title == "A new title"
+def test_the_stored_form_round_trips() -> None:
+    content = CourseContent(lessons=(fields(), fields(key=2, delay_days=7, safety_note=True)))
+    assert CourseContent.from_json(content.to_json()) == content
+    with pytest.raises(ValueError, match="not valid course content"):
+        CourseContent.from_json('{"lessons": [{"key": 0}]}')
 
 
 def test_markdown_to_text_wraps_and_keeps_lists() -> None:
@@ -98,27 +166,3 @@ def test_markdown_to_text_wraps_and_keeps_lists() -> None:
     assert "A bold word." in text
     assert max(len(line) for line in text.splitlines()) <= 72
     assert "- item one\n- item two" in text
-
-
-def test_the_sender_sees_every_edit_of_a_lesson(tmp_path: Path) -> None:
-    """Regression: compiled emails were cached by id() of the lesson set, which Python
-    reuses once the old set is freed, so an edit could bring back an older version."""
-    from course.config import Settings
-    from course.render import Renderer
-    from course.tokens import Signer
-
-    path = tmp_path / "01-a.md"
-    settings = Settings(
-        database_url="sqlite://",
-        secret_key="x" * 8 + "0123456789abcdef" * 3,
-        lessons_dir=tmp_path,
-    )
-    renderer = Renderer(settings, Signer(settings.secret_keys))
-    library = LessonLibrary(tmp_path)
-    for version in range(8):
-        path.write_text(GOOD.format(day=1).replace("Some", f"Version{version} words"))
-        import os
-
-        os.utime(path, ns=(version * 10**9, version * 10**9))
-        html = renderer.compiled("lesson", 1, library.current()).html
-        assert f"Version{version}" in html

@@ -31,7 +31,7 @@ from course.models import (
     SubscriberStatus,
 )
 from course.schedule import next_calendar_send
-from tests.conftest import CourseRunner, FakeClock, make_config
+from tests.conftest import CourseRunner, FakeClock, first_course, make_config
 from tests.helpers import REPO
 
 PASSWORD = "correct horse battery staple"
@@ -112,6 +112,7 @@ def _reader(
     s: Session, email: str, created: datetime, source: str, *, confirmed: bool = True
 ) -> Subscriber:
     sub = Subscriber(
+        course_id=1,
         email=email,
         timezone="UTC",
         source=source,
@@ -144,6 +145,7 @@ def _event(s: Session, sub: Subscriber | None, kind: EventKind, lesson: int) -> 
     s.add(
         Event(
             subscriber_id=sub.id if sub else None,
+            course_id=1,  # every event names its course; an erased reader's keeps it
             kind=kind,
             lesson=lesson,
             via="link",
@@ -264,6 +266,7 @@ def test_export_writes_subscribers_then_events(runner: CourseRunner, known_numbe
         "completed_at",
         "unsubscribed_at",
         "lessons_received",
+        "course",
     ]
     by_email = {row[1]: dict(zip(subscribers[0], row, strict=True)) for row in subscribers[1:]}
     assert set(by_email) == {
@@ -286,6 +289,7 @@ def test_export_writes_subscribers_then_events(runner: CourseRunner, known_numbe
         "via",
         "operator_id",
         "created_at",
+        "course",
     ]
     assert len(events) == 1 + 5
     kinds = [row[3] for row in events[1:]]
@@ -433,7 +437,15 @@ def test_import_consented_starts_the_course_at_the_readers_send_hour(
         Row(2, {"email": "tokyo@example.com", "timezone": "Asia/Tokyo", "send_hour": "9"}),
         Row(3, {"email": "utc@example.com"}),
     ]
-    result = import_rows(sessions, rows, settings, clock, consented=True, source="clinic")
+    result = import_rows(
+        sessions,
+        rows,
+        settings,
+        clock,
+        course=first_course(settings),
+        consented=True,
+        source="clinic",
+    )
     assert (result.imported, result.skipped) == (2, [])
     subs = _subscribers(sessions)
     for sub in subs.values():
@@ -455,7 +467,14 @@ def test_import_consented_in_interval_mode_is_due_now(
 ) -> None:
     clock = FakeClock()
     fast = settings.model_copy(update={"lesson_interval": 30.0})
-    import_rows(sessions, [Row(2, {"email": "ana@example.com"})], fast, clock, consented=True)
+    import_rows(
+        sessions,
+        [Row(2, {"email": "ana@example.com"})],
+        fast,
+        clock,
+        course=first_course(fast),
+        consented=True,
+    )
     [lesson] = _deliveries(sessions, "ana@example.com")
     assert lesson.due_at == clock.now
 
@@ -558,7 +577,9 @@ def test_a_failing_row_keeps_the_rows_before_it(
         return now
 
     with pytest.raises(ImportAborted) as caught:
-        import_rows(sessions, _rows(10), settings, clock, batch_size=4)
+        import_rows(
+            sessions, _rows(10), settings, clock, course=first_course(settings), batch_size=4
+        )
     assert caught.value.line == 8  # the seventh row
     assert caught.value.result.imported == 6
     assert sorted(_subscribers(sessions)) == sorted(f"r{i}@example.com" for i in range(6))
@@ -573,8 +594,16 @@ def test_a_concurrent_signup_costs_only_its_own_row(
     with sessions() as s, s.begin():
         _reader(s, "r1@example.com", _at(1), "web")
     # As if the address signed up on the site between the import's lookup and its insert.
-    monkeypatch.setattr("course.importer.find_by_email", lambda session, email: None)
-    result = import_rows(sessions, _rows(3), settings, FakeClock(), consented=True, batch_size=2)
+    monkeypatch.setattr("course.importer.find_by_email", lambda session, email, course_id: None)
+    result = import_rows(
+        sessions,
+        _rows(3),
+        settings,
+        FakeClock(),
+        course=first_course(settings),
+        consented=True,
+        batch_size=2,
+    )
     assert result.imported == 2
     assert [(s.line, s.reason) for s in result.skipped] == [
         (3, "already in the database (signed up just now)")
@@ -615,7 +644,7 @@ def test_lessons_check_passes_the_course(runner: CourseRunner) -> None:
     result = runner.invoke(args=["lessons", "check"])
     assert result.exit_code == 0, result.output
     assert result.output.count("OK lesson") == 5
-    assert "OK lesson 3: Day 3 of 5: " in result.output
+    assert "OK lesson 3: Becoming kinder to yourself" in result.output
     assert "BROKEN" not in result.output
 
 
@@ -623,13 +652,14 @@ def test_lessons_check_passes_the_course(runner: CourseRunner) -> None:
 def broken_lessons(tmp_path: Path, sqlite_url: str) -> Iterator[Flask]:
     folder = tmp_path / "lessons"
     folder.mkdir()
+    shutil.copy(REPO / "lessons" / "course.yaml", folder)
     shutil.copy(REPO / "lessons" / "01-where-insecurity-comes-from.md", folder)
     (folder / "02-bad-yaml.md").write_text(
-        '---\nday: 2\nsubject: "Day {day}: unclosed\ntitle: [oops\n---\nText.\n',
+        '---\nkey: 2\nsubject: "Day {day}: unclosed\ntitle: [oops\n---\nText.\n',
         encoding="utf-8",
     )
     (folder / "03-no-subject.md").write_text(
-        "---\nday: 3\ntitle: Missing subject\n---\nText.\n", encoding="utf-8"
+        "---\nkey: 3\ntitle: Missing subject\n---\nText.\n", encoding="utf-8"
     )
     application = create_app(make_config(tmp_path, sqlite_url, LESSONS_DIR=str(folder)))
     yield application
@@ -640,8 +670,8 @@ def test_lessons_check_reports_broken_files(broken_lessons: Flask) -> None:
     result = CourseRunner(broken_lessons).invoke(args=["lessons", "check"])
     assert result.exit_code == 1
     assert "BROKEN 02-bad-yaml.md: the front matter is not valid YAML" in result.output
-    assert "BROKEN 03-no-subject.md: missing front matter field(s): subject" in result.output
-    assert "OK lesson 1: Day 1 of 3: " in result.output
+    assert "BROKEN lesson 2 (Missing subject): 'subject' is empty" in result.output
+    assert "OK lesson 1: Where insecurity comes from" in result.output
 
 
 def test_lessons_check_reports_a_template_error_with_its_file_and_line(

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from course.config import Settings
-from course.lessons import LessonSet, load_lessons
+from course.courses import PublishedCourse, folder_view
 from course.render import Reader, Renderer, add_query
-from course.resources import lessons_dir
 from course.tokens import Signer
+from tests.conftest import first_course
 from tests.helpers import html_part, parse, text_part
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -26,8 +26,8 @@ def renderer(settings: Settings) -> Renderer:
 
 
 @pytest.fixture
-def lessons(settings: Settings) -> LessonSet:
-    return load_lessons(lessons_dir(settings))
+def lessons(settings: Settings) -> PublishedCourse:
+    return first_course(settings)  # published: its compiled emails are cached
 
 
 READER = Reader("pub-id-123", "ana@example.com", "Ana")
@@ -35,7 +35,7 @@ READER = Reader("pub-id-123", "ana@example.com", "Ana")
 
 @pytest.mark.parametrize("day", [1, 2, 3, 4, 5])
 def test_every_lesson_renders_both_parts_with_the_required_headers(
-    renderer: Renderer, lessons: LessonSet, day: int
+    renderer: Renderer, lessons: PublishedCourse, day: int
 ) -> None:
     data = renderer.build("lesson", day, READER, lessons, NOW)
     msg = parse(data)
@@ -66,7 +66,7 @@ def test_every_lesson_renders_both_parts_with_the_required_headers(
 
 
 def test_message_id_is_stable_and_differs_per_reader_and_lesson(
-    renderer: Renderer, lessons: LessonSet
+    renderer: Renderer, lessons: PublishedCourse
 ) -> None:
     first = parse(renderer.build("lesson", 2, READER, lessons, NOW))["Message-ID"]
     again = parse(renderer.build("lesson", 2, READER, lessons, NOW))["Message-ID"]
@@ -77,7 +77,7 @@ def test_message_id_is_stable_and_differs_per_reader_and_lesson(
 
 
 def test_names_are_escaped_and_cannot_inject_headers(
-    renderer: Renderer, lessons: LessonSet
+    renderer: Renderer, lessons: PublishedCourse
 ) -> None:
     reader = Reader("pid", "ana@example.com", '<script>alert("x")</script> & Co')
     data = renderer.build("lesson", 1, reader, lessons, NOW)
@@ -89,12 +89,12 @@ def test_names_are_escaped_and_cannot_inject_headers(
         renderer.build("lesson", 1, Reader("p", "a@example.com", "Ana\r\nBcc: x@y.z"), lessons, NOW)
 
 
-def test_no_name_gives_a_neutral_greeting(renderer: Renderer, lessons: LessonSet) -> None:
+def test_no_name_gives_a_neutral_greeting(renderer: Renderer, lessons: PublishedCourse) -> None:
     data = renderer.build("lesson", 1, Reader("p", "a@example.com", None), lessons, NOW)
     assert "Hello," in text_part(data)
 
 
-def test_confirmation_email(renderer: Renderer, lessons: LessonSet) -> None:
+def test_confirmation_email(renderer: Renderer, lessons: PublishedCourse) -> None:
     data = renderer.build("confirm", 1, READER, lessons, NOW)
     msg = parse(data)
     assert "confirm" in msg["Subject"].lower()
@@ -102,18 +102,22 @@ def test_confirmation_email(renderer: Renderer, lessons: LessonSet) -> None:
     assert msg["Message-ID"] == "<confirm-1.pub-id-123@course.example.org>"
 
 
-def test_international_domain_goes_out_as_punycode(renderer: Renderer, lessons: LessonSet) -> None:
+def test_international_domain_goes_out_as_punycode(
+    renderer: Renderer, lessons: PublishedCourse
+) -> None:
     data = renderer.build("lesson", 1, Reader("p", "juergen@müller.de", "Jürgen"), lessons, NOW)
     assert parse(data)["To"].addresses[0].domain == "xn--mller-kva.de"
     assert data.isascii()
 
 
-def test_non_ascii_local_part_is_sent_as_utf8(renderer: Renderer, lessons: LessonSet) -> None:
+def test_non_ascii_local_part_is_sent_as_utf8(renderer: Renderer, lessons: PublishedCourse) -> None:
     data = renderer.build("lesson", 1, Reader("p", "jürgen@müller.de", "Jürgen"), lessons, NOW)
     assert "To: Jürgen <jürgen@xn--mller-kva.de>" in data.decode("utf-8")
 
 
-def test_lesson_is_compiled_once_per_lesson_set(renderer: Renderer, lessons: LessonSet) -> None:
+def test_lesson_is_compiled_once_per_lesson_set(
+    renderer: Renderer, lessons: PublishedCourse
+) -> None:
     first = renderer.compiled("lesson", 1, lessons)
     assert renderer.compiled("lesson", 1, lessons) is first
 
@@ -140,14 +144,13 @@ def test_add_query(url: str, expected: str) -> None:
 )
 def test_any_name_round_trips_through_the_to_header_and_both_parts(name: str) -> None:
     from course.config import Settings
-    from course.lessons import load_lessons
     from course.resources import lessons_dir
 
     settings_ = Settings(
         database_url="sqlite://", secret_key="k" * 40, base_url="https://course.example.org"
     )
     renderer = Renderer(settings_, Signer(settings_.secret_keys))
-    lessons = load_lessons(lessons_dir(settings_))
+    lessons = folder_view(lessons_dir(settings_))[0]
     data = renderer.build("lesson", 1, Reader("pid", "ana@example.com", name), lessons, NOW)
     msg = parse(data)
     assert msg["To"].addresses[0].display_name == name
@@ -158,7 +161,7 @@ def test_any_name_round_trips_through_the_to_header_and_both_parts(name: str) ->
 
 
 def test_the_parts_decode_to_exactly_what_was_filled_in(
-    renderer: Renderer, lessons: LessonSet
+    renderer: Renderer, lessons: PublishedCourse
 ) -> None:
     compiled = renderer.compiled("lesson", 3, lessons)
     values = renderer.slot_values(compiled.slots | {"unsubscribe_url"}, READER, "lesson", 3)

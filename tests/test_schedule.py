@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from course.config import MIN_CALENDAR_GAP_HOURS
-from course.schedule import next_calendar_send, next_lesson_due, resume_due
+from course.schedule import Rhythm, lesson_due, next_calendar_send, resume_due
 
 ZONES = [
     "UTC",
@@ -35,7 +35,7 @@ def test_next_lesson_is_at_the_local_send_hour_after_a_real_gap(
     sent: datetime, zone: str, hour: int
 ) -> None:
     tz = ZoneInfo(zone)
-    due = next_lesson_due(sent, tz, hour, None)
+    due = lesson_due(sent, 1, Rhythm(tz, hour))
     local = due.astimezone(tz)
     # At the send hour, or, on a day when that hour does not exist, when the clocks jump.
     if (local.hour, local.minute) != (hour, 0):
@@ -86,7 +86,7 @@ def test_dst_examples(zone: str, sent_local: datetime, expected_local: datetime)
     tz = ZoneInfo(zone)
     hour = sent_local.hour if zone != "UTC" else 8
     sent = sent_local.replace(tzinfo=tz).astimezone(UTC)
-    due = next_lesson_due(sent, tz, hour, None)
+    due = lesson_due(sent, 1, Rhythm(tz, hour))
     assert due.astimezone(tz).replace(tzinfo=None) == expected_local
 
 
@@ -94,13 +94,15 @@ def test_dst_days_are_23_and_25_hours_apart() -> None:
     tz = ZoneInfo("Europe/Berlin")
     spring = datetime(2026, 3, 28, 8, 0, tzinfo=tz).astimezone(UTC)
     autumn = datetime(2026, 10, 24, 8, 0, tzinfo=tz).astimezone(UTC)
-    assert next_lesson_due(spring, tz, 8, None) - spring == timedelta(hours=23)
-    assert next_lesson_due(autumn, tz, 8, None) - autumn == timedelta(hours=25)
+    assert lesson_due(spring, 1, Rhythm(tz, 8)) - spring == timedelta(hours=23)
+    assert lesson_due(autumn, 1, Rhythm(tz, 8)) - autumn == timedelta(hours=25)
 
 
 def test_interval_mode() -> None:
     sent = datetime(2026, 1, 1, tzinfo=UTC)
-    assert next_lesson_due(sent, ZoneInfo("UTC"), 8, 30) == sent + timedelta(seconds=30)
+    assert lesson_due(sent, 1, Rhythm(ZoneInfo("UTC"), 8, interval=30)) == sent + timedelta(
+        seconds=30
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -110,6 +112,6 @@ def test_resume_never_sends_sooner_than_the_normal_schedule(
 ) -> None:
     tz = ZoneInfo(zone)
     now = last + timedelta(seconds=pause)
-    due = resume_due(now, last, tz, 8, None)
+    due = resume_due(now, last, 1, Rhythm(tz, 8))
     assert due >= now
-    assert due >= next_lesson_due(last, tz, 8, None)
+    assert due >= lesson_due(last, 1, Rhythm(tz, 8))

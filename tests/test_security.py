@@ -26,8 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.app import create_app
-from course.config import ConfigError, parse_origin
-from course.lessons import LessonLibrary
+from course.config import ConfigError, Settings, parse_origin
 from course.logs import MaskingFilter, install_log_masking, mask
 from course.models import (
     Base,
@@ -45,7 +44,6 @@ from course.privacy import erase, purge_pending
 from course.progress import record_event
 from course.render import Reader as MailReader
 from course.render import Renderer
-from course.resources import lessons_dir
 from course.security import form_age, form_stamp, safe_next_url, url_origin
 from course.subscriptions import (
     MAX_CONFIRMATIONS_PER_DAY,
@@ -55,7 +53,14 @@ from course.subscriptions import (
     subscribe,
     unsubscribe,
 )
-from tests.conftest import REDIS_URL, SECRET, FakeClock, make_config, outbox_messages
+from tests.conftest import (
+    REDIS_URL,
+    SECRET,
+    FakeClock,
+    courses_for,
+    make_config,
+    outbox_messages,
+)
 from tests.helpers import confirm_like_a_person, forms, html_part, link, parse, text_part
 from tests.test_admin import PASSWORD, csrf_from
 from tests.test_links import enrol, tick
@@ -1145,7 +1150,8 @@ def test_encoded_words_that_decode_to_a_new_header_are_refused(
 
 def test_the_renderer_refuses_cr_lf_in_a_name(settings: Any) -> None:
     renderer = Renderer(settings, app_signer(settings))
-    lessons = LessonLibrary(lessons_dir(settings)).current()
+    lessons = courses_for(settings).default()
+    assert lessons is not None
     with pytest.raises(ValueError):
         renderer.build(
             "confirm",
@@ -1279,11 +1285,13 @@ def test_no_third_party_resources_or_inline_script_in_pages_and_emails(
         assert_no_third_party(response.get_data(as_text=True), where)
     # Every email: the confirmation and every lesson, both as sent.
     renderer = Renderer(settings, app_signer(settings))
-    lessons = app.extensions["course"].lessons.current()
+    lessons = app.extensions["course"].courses.current().default()
     mail_reader = MailReader(reader.public_id, "ana@example.com", "Ana")
     messages = [renderer.build("confirm", 1, mail_reader, lessons, now_utc())]
     messages += [
-        renderer.build("lesson", day, mail_reader, lessons, now_utc()) for day in lessons.lessons
+        renderer.build(kind, key, mail_reader, lessons, now_utc())
+        for kind, key in [("lesson", k) for k in lessons.content.order]
+        + [("completion", 0), ("followup", 0)]
     ]
     messages += outbox_messages(settings)
     for message in messages:
@@ -1440,8 +1448,10 @@ def test_a_signup_logs_nothing_personal(site_app: Flask, caplog: pytest.LogCaptu
 
 
 def test_purge_pending_deletes_unconfirmed_signups_after_the_retention_period(
-    sessions: sessionmaker[Session], clock: FakeClock
+    sessions: sessionmaker[Session], clock: FakeClock, settings: Settings
 ) -> None:
+    courses = courses_for(settings)
+
     def sign_up(email: str) -> Subscriber:
         data = SignupData(email=email, name="Someone", timezone=None, source=None)
         with sessions() as s, s.begin():
@@ -1453,13 +1463,13 @@ def test_purge_pending_deletes_unconfirmed_signups_after_the_retention_period(
     sign_up("old@example.com")
     returning = sign_up("returning@example.com")
     with sessions() as s, s.begin():  # confirms, leaves, and comes back later
-        sub = confirm(s, returning.public_id, clock())
+        sub = confirm(s, returning.public_id, clock(), courses=courses, settings=settings)
         assert sub is not None
         record_event(s, sub, EventKind.DONE, clock(), lesson=1)
         unsubscribe(s, sub, clock())
     confirmed = sign_up("active@example.com")
     with sessions() as s, s.begin():
-        confirm(s, confirmed.public_id, clock())
+        confirm(s, confirmed.public_id, clock(), courses=courses, settings=settings)
     clock.advance(days=2)
     sign_up("boundary@example.com")  # exactly 7 days old at purge time: kept
     clock.advance(days=3)

@@ -66,7 +66,8 @@ def test_whole_course_over_real_smtp(
         by_reader.setdefault(received.rcpt_tos[0], []).append(str(msg["Subject"])[:10])
     assert sorted(by_reader) == ["ana@example.com", "bo@example.com", "cy@example.com"]
     for subjects in by_reader.values():
-        assert subjects == [f"Day {n} of 5" for n in range(1, 6)]
+        # The five lessons, then the completion email a "day" (30 s) after the last one.
+        assert subjects == [f"Day {n} of 5" for n in range(1, 6)] + ["You finish"]
 
 
 def test_permanent_rejection_bounces_only_that_reader(

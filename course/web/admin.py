@@ -11,7 +11,9 @@ pages hide the links and sections their role cannot use:
 =============================================  =========  =========  =====
 route                                          assistant  therapist  owner
 =============================================  =========  =========  =====
-dashboard, lessons (preview, send a test)      yes        yes        yes
+dashboard; courses: view, preview, send a      yes        yes        yes
+test (course.web.admin_courses)
+courses: edit, publish, revert                 no         yes        yes
 subscribers: search, page, pause, resume,      yes        yes        yes
 unsubscribe, re-send, retry, erase
 a reader's notes and replies (on their page)   no         yes        yes
@@ -38,6 +40,7 @@ their password, and every other page sends them back there until they have.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import secrets
@@ -77,9 +80,9 @@ from course import audit
 from course.audit import Action
 from course.bounces import replies_of
 from course.care import RiskPhrases, mark, needs_a_look, open_count, risk_phrases
+from course.courses import PublishedCourse
 from course.crypto import DataKeyError, decrypt, encrypt
 from course.extensions import login_manager, state
-from course.mail import DeliveryError
 from course.models import (
     Delivery,
     Event,
@@ -113,14 +116,15 @@ from course.operators import (
 )
 from course.privacy import consent_record, erase, export_data
 from course.progress import record_event
-from course.render import sample_reader
 from course.reports import (
     Filters,
+    course_lessons,
     deliverability,
     funnel,
     health,
     per_lesson,
     stalled_readers,
+    summary,
 )
 from course.schedule import parse_lesson_number
 from course.security import keyed_hash
@@ -132,7 +136,6 @@ from course.subscriptions import (
     retry_failed,
     unsubscribe,
 )
-from course.testsend import send_test
 from course.web.charts import bar_chart, stacked_bars
 from course.web.ratelimits import RateLimit, limit_endpoint
 
@@ -680,9 +683,14 @@ def _filters() -> tuple[Filters, dict[str, str]]:
     return Filters(start=day("from"), end=day("to"), source=source), errors
 
 
-def _lesson_titles() -> tuple[dict[int, str], int]:
-    lessons = state().lessons.current()
-    return {d: lesson.title for d, lesson in lessons.lessons.items()}, lessons.total
+def _admin_course() -> PublishedCourse:
+    """The course a page is about: ``?course=<slug>``, or the first course."""
+    catalogue = state().courses.current()
+    slug = request.args.get("course") or request.form.get("course")
+    found = catalogue.by_slug(slug) if slug else next(iter(catalogue), None)
+    if found is None:
+        abort(404)
+    return found
 
 
 def _page_number() -> int:
@@ -693,13 +701,31 @@ def _page_number() -> int:
 @bp.get("/")
 @requires(Role.ASSISTANT)
 def dashboard() -> ResponseReturnValue:
-    """Funnel, per-lesson results and sending health."""
+    """All courses side by side (the default), or one course's funnel, per-lesson results
+    and check-ins (``?course=<slug>``); the filters apply to both; sending health."""
     course = state()
     filters, errors = _filters()
-    titles, total = _lesson_titles()
+    catalogue = course.courses.current()
+    slug = request.args.get("course", "").strip()
+    shown = catalogue.by_slug(slug) if slug else None
+    if slug and shown is None:
+        abort(404)
+    live = [c for c in catalogue if c.version_id is not None]
+    if not slug and len(live) == 1:
+        shown = live[0]  # a practice with one course sees it at once, not a summary of one
+    # The filters a course switcher link keeps.
+    keep = {k: v for k in ("from", "to", "source") if (v := request.args.get(k, "").strip())}
+    across = None
+    steps: list[Any] = []
+    lessons: list[Any] = []
     with course.read_sessions() as session:
-        steps = funnel(session, filters, total)
-        lessons = per_lesson(session, filters, titles, total)
+        if shown is None:
+            across = summary(session, filters, catalogue)
+        else:
+            filters = dataclasses.replace(filters, course_id=shown.id)
+            titles = course_lessons(shown)
+            steps = funnel(session, filters, titles)
+            lessons = per_lesson(session, filters, titles)
         pulse = health(session, utcnow(), course.settings.tick_seconds)
         returns = deliverability(session, utcnow())
         sources = [
@@ -708,24 +734,33 @@ def dashboard() -> ResponseReturnValue:
                 select(Subscriber.source).where(Subscriber.source.is_not(None)).distinct()
             )
         ]
-    signed_up = steps[0].count or 1
+    current = [ls for ls in lessons if ls.position is not None]
     return render_template(
         "web/admin/dashboard.html",
+        across=across,
         steps=steps,
-        signed_up=signed_up,
-        lessons=lessons,
+        signed_up=(steps[0].count if steps else 0) or 1,
+        lessons=current,
+        elsewhere=[ls for ls in lessons if ls.position is None],
         health=pulse,
         returns=returns,
         filters=filters,
         errors=errors,
+        keep=keep,
         sources=sorted(sources),
-        funnel_chart=bar_chart([(s.label, s.count) for s in steps], "Course funnel"),
+        funnel_chart=bar_chart([(s.label, s.count) for s in steps], "Course funnel")
+        if shown
+        else None,
         checkin_chart=stacked_bars(
-            [(f"Lesson {ls.lesson}", [ls.checkins[k] for k in ls.checkins]) for ls in lessons],
+            [(f"Lesson {ls.position}", [ls.checkins[k] for k in ls.checkins]) for ls in current],
             ["Lighter", "About the same", "Stirred things up"],
             "Check-in answers per lesson",
-        ),
-        lesson_errors=course.lessons.current().errors,
+        )
+        if shown
+        else None,
+        broken=[c for c in ([shown] if shown else catalogue) if c.content.errors],
+        course=shown,
+        courses=[c for c in catalogue if c.version_id is not None or c == shown],
     )
 
 
@@ -852,12 +887,13 @@ def subscriber_action(public_id: str, action: str) -> ResponseReturnValue:
             ok = pause(session, subscriber, now, via="admin", operator_id=operator_id)
             message = "Paused." if ok else "Only an active course can be paused."
         elif action == "resume":
-            ok = resume(
+            joined = course.courses.current(session).get(subscriber.course_id)
+            ok = joined is not None and resume(
                 session,
                 subscriber,
                 now,
                 settings=course.settings,
-                total=course.lessons.current().total,
+                course=joined,
                 via="admin",
                 operator_id=operator_id,
             )
@@ -1187,58 +1223,27 @@ def audit_log() -> ResponseReturnValue:
 
 
 # -- lessons --------------------------------------------------------------------------------
+# The lessons are edited, previewed and test-sent in the course editor
+# (course.web.admin_courses); these addresses of the earlier read-only pages lead there.
 
 
 @bp.get("/lessons")
 @requires(Role.ASSISTANT)
 def lessons() -> ResponseReturnValue:
-    """All lesson files, with broken ones and their reasons."""
-    current = state().lessons.current()
-    return render_template(
-        "web/admin/lessons.html",
-        lessons=[current.lessons[d] for d in sorted(current.lessons)],
-        errors=current.errors,
-        total=current.total,
-    )
+    """The lessons of a course (``?course=<slug>``, or the first): the course editor."""
+    return redirect(url_for("admin.course_detail", slug=_admin_course().slug, _anchor="lessons"))
 
 
-@bp.get("/lessons/<int:day>")
+@bp.get("/lessons/<int:key>")
 @requires(Role.ASSISTANT)
-def lesson_detail(day: int) -> ResponseReturnValue:
-    """A lesson rendered as a reader gets it: HTML (sandboxed) and text."""
-    current = state().lessons.current()
-    lesson = current.get(day)
-    if lesson is None:
-        abort(404)
-    renderer = state().renderer
-    reader = sample_reader(state().settings)  # as `course preview` shows it
-    try:
-        compiled = renderer.compiled("lesson", day, current, reader.country)
-    except Exception as exc:  # a template error must show as a message, not a 500
-        return render_template("web/admin/lesson.html", lesson=lesson, error=str(exc)), 200
-    html, text = compiled.fill(renderer.slot_values(compiled.slots, reader, "lesson", day))
-    return render_template(
-        "web/admin/lesson.html",
-        lesson=lesson,
-        subject=compiled.subject,
-        html=html,
-        text=text,
-        error=None,
-    )
+def lesson_detail(key: int) -> ResponseReturnValue:
+    """A lesson of a course: its page in the course editor."""
+    return redirect(url_for("admin.course_lesson", slug=_admin_course().slug, key=key))
 
 
-@bp.post("/lessons/<int:day>/test")
+@bp.post("/lessons/<int:key>/test")
 @requires(Role.ASSISTANT)
-def lesson_test(day: int) -> ResponseReturnValue:
-    """Send this lesson to the operator's own address, now."""
-    course = state()
-    current = course.lessons.current()
-    if current.get(day) is None:
-        abort(404)
-    try:
-        send_test(course.settings, course.renderer, current, day, current_user.email, utcnow())
-    except DeliveryError as exc:
-        flash(f"The test could not be sent: {exc}", "alert")
-    else:
-        flash(f"Lesson {day} was sent to {current_user.email}.", "notice")
-    return redirect(url_for("admin.lesson_detail", day=day), code=303)
+def lesson_test(key: int) -> ResponseReturnValue:
+    """The lesson's "Send me a test": the course editor's (307 keeps the method and form)."""
+    slug = _admin_course().slug
+    return redirect(url_for("admin.course_test", slug=slug, kind="lesson", key=key), code=307)

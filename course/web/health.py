@@ -52,7 +52,7 @@ def healthz() -> ResponseReturnValue:
         body.update(status="unhealthy", database="unreachable")
         body["reasons"].append("the database does not answer")
         return jsonify(body), 503
-    content = course.content.report(course.lessons.current(), now)
+    content = course.content.report(course.courses.current(), now)
     body.update(
         database="ok",
         last_tick_at=found.last_tick.isoformat() if found.last_tick else None,

@@ -14,14 +14,19 @@ carries only tokens of that purpose (or of a lesser one), never a way to a wider
 - ``done``, ``checkin``, ``view``, ``book``: that one lesson's answers and pages. The
   check-in page takes a new private note, but never shows the one saved before.
 - ``progress`` (``/me/...``, the "My progress" link in the body of lesson emails, never in
-  a header): the reader's own page, the only one that shows notes, and that exports or
-  erases their data.
+  a header): the reader's own page for that course, the only one that shows notes, and
+  that exports or erases their data.
+- ``join`` (offered after the last lesson): a page about another course with one button
+  that starts it.
+
+Every token names one enrolment (a person on one course). Lesson 0 is the follow-up after
+the course: its answers (``checkin``) and its booking link (``book``).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,6 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from course.care import RiskPhrases, risk_phrases
+from course.courses import PublishedCourse, lesson_in_history
 from course.crisis import countries
 from course.extensions import state
 from course.models import (
@@ -57,14 +63,20 @@ from course.render import add_query
 from course.schedule import parse_hour, parse_lesson_number
 from course.subscriptions import (
     by_public_id,
+    enrolments_of,
+    find_by_email,
     in_current_run,
+    join_course,
     known_timezones,
     next_queued_lesson,
     pause,
     resume,
-    send_hour_of,
+    rhythm_of,
     set_schedule,
+    snooze,
+    start_run,
     unsubscribe,
+    unsubscribe_everywhere,
 )
 from course.tokens import InvalidToken
 from course.web.errors import error_response
@@ -105,17 +117,22 @@ def _link_error(exc: LinkError) -> ResponseReturnValue:
     return error_response(exc.status, exc.message)
 
 
+#: The purposes whose lesson may be 0: the follow-up after the course.
+_AFTER_COURSE = ("checkin", "book")
+
+
 def _resolve(
     session: Session, purpose: str, token: str, with_lesson: bool
 ) -> tuple[Subscriber, int]:
-    """The subscriber (and lesson day) a token points at, or a :class:`LinkError`."""
+    """The subscriber (and lesson key) a token points at, or a :class:`LinkError`."""
     try:
         payload = state().signer.loads(purpose, token)
     except InvalidToken:
         raise LinkError(400, BAD_LINK) from None
     lesson = 0
     if with_lesson:
-        if len(payload) < 2 or not isinstance(payload[1], int) or payload[1] < 1:
+        lowest = 0 if purpose in _AFTER_COURSE else 1
+        if len(payload) < 2 or not isinstance(payload[1], int) or payload[1] < lowest:
             raise LinkError(400, BAD_LINK)
         lesson = payload[1]
     subscriber = by_public_id(session, payload[0])
@@ -186,8 +203,19 @@ def _phrases() -> RiskPhrases:
     return risk_phrases(state().settings.risk_phrases_file)
 
 
-def _lesson_title(lesson: int) -> str:
-    found = state().lessons.current().get(lesson)
+def _course(subscriber: Subscriber) -> PublishedCourse:
+    """The course this enrolment is on (as published now)."""
+    found = state().courses.current().get(subscriber.course_id)
+    if found is None:
+        raise LinkError(404, GONE)
+    return found
+
+
+def _lesson_title(subscriber: Subscriber, lesson: int) -> str:
+    course = _course(subscriber)
+    if lesson == 0:
+        return "Your follow-up"
+    found = course.content.get(lesson)
     return found.title if found else f"Lesson {lesson}"
 
 
@@ -218,7 +246,7 @@ def done(token: str) -> ResponseReturnValue:
             "web/done.html",
             recorded=recorded or bool(row and row.done_at),
             lesson=lesson,
-            title=_lesson_title(lesson),
+            title=_lesson_title(subscriber, lesson),
             progress=row,
             answers=list(CheckIn),
             tokens=_lesson_tokens(subscriber, lesson),
@@ -264,7 +292,7 @@ def checkin(token: str) -> ResponseReturnValue:
             render_template(
                 "web/checkin.html",
                 lesson=lesson,
-                title=_lesson_title(lesson),
+                title=_lesson_title(subscriber, lesson),
                 progress=row,
                 current=CheckIn(row.checkin) if row and row.checkin else None,
                 scanned=scanned and not (row and row.checkin),
@@ -288,7 +316,7 @@ def view(token: str) -> ResponseReturnValue:
     course = state()
     with course.sessions() as session, session.begin():
         subscriber, lesson = _resolve(session, "view", token, with_lesson=True)
-        found = course.lessons.current().get(lesson)
+        found = lesson_in_history(session, _course(subscriber), lesson)
         if found is None or not _was_sent(session, subscriber, lesson):
             raise LinkError(404, "This lesson isn't available yet.")
         if _records():
@@ -296,7 +324,7 @@ def view(token: str) -> ResponseReturnValue:
         return render_template(
             "web/lesson.html",
             lesson=found,
-            total=course.lessons.current().total,
+            course_title=_course(subscriber).title,
             name=subscriber.name,
             answers=list(CheckIn),
             tokens=_lesson_tokens(subscriber, lesson),
@@ -308,12 +336,16 @@ def book(token: str) -> ResponseReturnValue:
     """Record a booking click for the lesson, then go to the practice's booking page."""
     course = state()
     with course.sessions() as session, session.begin():
-        _subscriber, lesson = _resolve(session, "book", token, with_lesson=True)
+        subscriber, lesson = _resolve(session, "book", token, with_lesson=True)
         if _records():
-            record_link_click(session, _subscriber, lesson, EventKind.BOOK, utcnow())
+            record_link_click(session, subscriber, lesson, EventKind.BOOK, utcnow())
+        joined = _course(subscriber)
+    campaign = f"{joined.slug}-lesson-{lesson}" if lesson else f"{joined.slug}-after"
+    if joined.id == 1 and lesson:
+        campaign = f"lesson-{lesson}"  # the first course keeps the campaign names it had
     target = add_query(
-        course.settings.booking_url,
-        {"utm_source": "course", "utm_medium": "email", "utm_campaign": f"lesson-{lesson}"},
+        joined.booking_url or course.settings.booking_url,
+        {"utm_source": "course", "utm_medium": "email", "utm_campaign": campaign},
     )
     return redirect(target, code=302)
 
@@ -332,8 +364,13 @@ def pause_link(token: str) -> ResponseReturnValue:
             if request.form.get("action") == "keep":
                 changed = "kept"
             elif request.form.get("action") == "resume":
-                total = course.lessons.current().total
-                ok = resume(session, subscriber, utcnow(), settings=course.settings, total=total)
+                ok = resume(
+                    session,
+                    subscriber,
+                    utcnow(),
+                    settings=course.settings,
+                    course=_course(subscriber),
+                )
                 changed = "resumed" if ok else None
             else:
                 changed = "paused" if pause(session, subscriber, utcnow()) else None
@@ -348,28 +385,44 @@ def pause_link(token: str) -> ResponseReturnValue:
 
 @bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
 def unsubscribe_link(token: str) -> ResponseReturnValue:
-    """GET asks (offering a pause first); POST unsubscribes, also RFC 8058 one-click from
-    mail apps. This link travels in a mail header, so its page leads nowhere else."""
+    """GET asks (offering a pause first); POST unsubscribes from this course, also RFC
+    8058 one-click from mail apps; the page also offers to leave every course. This link
+    travels in a mail header, so its page leads nowhere else."""
     with state().sessions() as session, session.begin():
         subscriber, _ = _resolve(session, "unsubscribe", token, with_lesson=False)
-        paused_now = kept = False
+        paused_now = kept = left_all = False
         if request.method == "POST":
             # Only an explicit "unsubscribe" (or a mail app's RFC 8058 one-click POST, which
-            # carries no action) unsubscribes; the gentler choices come first on the page.
-            if request.form.get("action") == "keep":
+            # carries no action, and leaves the course the mail belongs to) unsubscribes; the
+            # gentler choices come first on the page.
+            action = request.form.get("action")
+            if action == "keep":
                 kept = True
-            elif request.form.get("action") == "pause":
+            elif action == "pause":
                 paused_now = pause(session, subscriber, utcnow(), via="page")
+            elif action == "all":
+                unsubscribe_everywhere(session, subscriber, utcnow(), via="page")
+                left_all = True
             else:
                 one_click = request.form.get("List-Unsubscribe") == "One-Click"
                 via = "one-click" if one_click else "page"
                 unsubscribe(session, subscriber, utcnow(), via=via)
+        others = [
+            e
+            for e in enrolments_of(session, subscriber.email)
+            if e.id != subscriber.id
+            and e.status
+            in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED, SubscriberStatus.PENDING)
+        ]
         return render_template(
             "web/unsubscribe.html",
             status=subscriber.status,
             statuses=SubscriberStatus,
             paused_now=paused_now,
             kept=kept,
+            left_all=left_all,
+            other_courses=len(others),
+            course_title=_course(subscriber).title,
             token=token,
         )
 
@@ -385,11 +438,17 @@ def local_time(value: datetime | None, tz: str) -> str:
     return f"{local:%A} {local.day} {local:%B}, {local:%H:%M}"
 
 
-def _timeline(session: Session, subscriber: Subscriber, total: int) -> list[dict[str, Any]]:
+def _timeline(
+    session: Session, subscriber: Subscriber, course: PublishedCourse
+) -> list[dict[str, Any]]:
+    """The reader's lessons: the ones received (in the order they came), then the ones
+    still to come in the course's current order."""
     sent = {
         d.number: d.sent_at
         for d in session.scalars(
-            select(Delivery).where(in_current_run(subscriber), lesson_received())
+            select(Delivery)
+            .where(in_current_run(subscriber), lesson_received())
+            .order_by(Delivery.sent_at)
         )
     }
     progress = {
@@ -401,41 +460,84 @@ def _timeline(session: Session, subscriber: Subscriber, total: int) -> list[dict
             )
         )
     }
+    keys = [*sent, *(k for k in course.content.order if k not in sent)]
     rows = []
-    for lesson in range(1, total + 1):
-        row = progress.get(lesson)
+    for number, key in enumerate(keys, start=1):
+        row = progress.get(key)
+        known = (lesson_in_history(session, course, key) if key in sent else None) or (
+            course.content.get(key)
+        )
         rows.append(
             {
-                "lesson": lesson,
-                "title": _lesson_title(lesson),
-                "sent_at": local_time(sent.get(lesson), subscriber.timezone),
-                "received": lesson in sent,
+                "lesson": key,
+                "number": number,
+                "title": known.title if known else f"Lesson {key}",
+                "sent_at": local_time(sent.get(key), subscriber.timezone),
+                "received": key in sent,
                 "done": bool(row and row.done_at),
                 "checkin": CheckIn(row.checkin).label if row and row.checkin else None,
                 "checkin_at": local_time(row.checkin_at, subscriber.timezone) if row else "",
                 "note": row.note if row and row.note else "",
-                "view_token": state().signer.dumps("view", subscriber.public_id, lesson),
+                "view_token": state().signer.dumps("view", subscriber.public_id, key),
             }
         )
     return rows
 
 
 def _progress_page(session: Session, subscriber: Subscriber, **extra: Any) -> str:
-    course = state()
-    total = course.lessons.current().total
+    app_state = state()
+    course = _course(subscriber)
     queued = next_queued_lesson(session, subscriber)
+    rhythm = rhythm_of(subscriber, course, app_state.settings)
+    enrolled = {
+        e.course_id: e for e in enrolments_of(session, subscriber.email) if e.id != subscriber.id
+    }
+    catalogue = app_state.courses.current(session)
+    mine = [
+        {
+            "title": c.title,
+            "status": e.status,
+            "token": app_state.signer.dumps("progress", e.public_id),
+        }
+        for cid, e in enrolled.items()
+        if (c := catalogue.get(cid)) is not None
+    ]
     return render_template(
         "web/progress.html",
         subscriber=subscriber,
+        course=course,
         statuses=SubscriberStatus,
-        timeline=_timeline(session, subscriber, total),
-        next_lesson=queued.number if queued else None,
+        timeline=_timeline(session, subscriber, course),
+        next_lesson=queued is not None,
         next_at=local_time(max(queued.due_at, utcnow()), subscriber.timezone) if queued else "",
-        send_hour=send_hour_of(subscriber, course.settings),
+        snoozed_until=local_time(subscriber.snoozed_until, subscriber.timezone)
+        if subscriber.snoozed_until and subscriber.snoozed_until > utcnow()
+        else "",
+        send_hour=rhythm.hour,
         zones=sorted(known_timezones()),
         countries=_countries(),
         max_note=MAX_NOTE,
         tokens=_progress_tokens(subscriber),
+        # Other courses to join: those the reader is not on now.
+        others=[
+            {
+                "course": other,
+                "token": app_state.signer.dumps("join", subscriber.public_id, other.id),
+            }
+            for other in catalogue.open()
+            if other.id != course.id
+            and (
+                other.id not in enrolled
+                or enrolled[other.id].status
+                in (SubscriberStatus.COMPLETED, SubscriberStatus.UNSUBSCRIBED)
+            )
+        ],
+        my_courses=mine,
+        # The first day the form accepts (a snooze ends on a later day than today), and the
+        # last one, so the date picker offers only what the server takes.
+        first_snooze_day=(local_today := utcnow().astimezone(ZoneInfo(subscriber.timezone)).date())
+        + timedelta(days=1),
+        last_snooze_day=local_today + timedelta(days=MAX_SNOOZE_DAYS),
         **extra,
     )
 
@@ -456,18 +558,121 @@ def progress_pause(token: str) -> ResponseReturnValue:
     return redirect(url_for("links.progress", token=token, _anchor="status"), code=303)
 
 
+#: The longest break a reader can choose ("pause" has no end).
+MAX_SNOOZE_DAYS = 90
+
+
+@bp.post("/me/<token>/snooze")
+def progress_snooze(token: str) -> ResponseReturnValue:
+    """ "Pause until ...": a few days, a week, or a chosen day; "now" ends the break."""
+    course = state()
+    with course.sessions() as session, session.begin():
+        subscriber, _ = _resolve(session, "progress", token, with_lesson=False)
+        tz = ZoneInfo(subscriber.timezone)
+        today = utcnow().astimezone(tz).date()
+        choice = request.form.get("until") or ""
+        typed = (request.form.get("until_date") or "").strip()
+        until: datetime | None
+        if choice == "now":
+            until = None
+        else:
+            day: date | None = None
+            if choice in ("3", "7"):
+                day = today + timedelta(days=int(choice))
+            elif len(typed) == 10:
+                try:
+                    day = date.fromisoformat(typed)
+                except ValueError:
+                    day = None
+            if day is None or not today < day <= today + timedelta(days=MAX_SNOOZE_DAYS):
+                raise LinkError(
+                    400,
+                    f"Please choose a day after today and at most {MAX_SNOOZE_DAYS} days ahead.",
+                )
+            # From the start of that day, in the reader's time zone: the course goes on at
+            # their send hour that day.
+            until = datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
+        if not snooze(
+            session,
+            subscriber,
+            until,
+            utcnow(),
+            settings=course.settings,
+            course=_course(subscriber),
+        ):
+            raise LinkError(400, "Only a running course can take a break.")
+    return redirect(url_for("links.progress", token=token, _anchor="status"), code=303)
+
+
+@bp.post("/me/<token>/again")
+def progress_again(token: str) -> ResponseReturnValue:
+    """Take a completed course again: a new run from the first lesson (the reader's own
+    click, through their own link); the earlier run's history stays."""
+    course = state()
+    with course.sessions() as session, session.begin():
+        subscriber, _ = _resolve(session, "progress", token, with_lesson=False)
+        if subscriber.status != SubscriberStatus.COMPLETED:
+            raise LinkError(400, "Only a completed course can be taken again.")
+        start_run(
+            session,
+            subscriber,
+            utcnow(),
+            course=_course(subscriber),
+            settings=course.settings,
+            again=True,
+        )
+    return redirect(url_for("links.progress", token=token, _anchor="status"), code=303)
+
+
+@bp.route("/join/<token>", methods=["GET", "POST"])
+def join(token: str) -> ResponseReturnValue:
+    """Another course, offered to a reader: GET tells what it is, only the button (POST)
+    starts it. The link came to the reader's own address, so their click is their
+    consent; a mail scanner's fetch starts nothing."""
+    app_state = state()
+    try:
+        payload = app_state.signer.loads("join", token)
+    except InvalidToken:
+        raise LinkError(400, BAD_LINK) from None
+    if len(payload) < 2 or not isinstance(payload[1], int):
+        raise LinkError(400, BAD_LINK)
+    with app_state.sessions() as session, session.begin():
+        person = by_public_id(session, payload[0])
+        if person is None:
+            raise LinkError(404, GONE)
+        g.reader_country = person.country
+        target = app_state.courses.current(session).get(payload[1])
+        if target is None or not target.open_for_signup:
+            raise LinkError(404, "This course is not open for signups at the moment.")
+        enrolment = find_by_email(session, person.email, target.id)
+        already = enrolment is not None and enrolment.status in (
+            SubscriberStatus.ACTIVE,
+            SubscriberStatus.PAUSED,
+        )
+        joined = request.method == "POST" and not already
+        if joined:
+            enrolment = join_course(session, person, target, utcnow(), settings=app_state.settings)
+        progress_token = (
+            app_state.signer.dumps("progress", enrolment.public_id) if enrolment else None
+        )
+        return render_template(
+            "web/join.html",
+            course=target,
+            joined=joined,
+            status=enrolment.status if enrolment else None,
+            statuses=SubscriberStatus,
+            token=token,
+            progress_token=progress_token,
+            consent_text=app_state.settings.signup_consent_text,
+        )
+
+
 @bp.post("/me/<token>/resume")
 def progress_resume(token: str) -> ResponseReturnValue:
     course = state()
     with course.sessions() as session, session.begin():
         subscriber, _ = _resolve(session, "progress", token, with_lesson=False)
-        resume(
-            session,
-            subscriber,
-            utcnow(),
-            settings=course.settings,
-            total=course.lessons.current().total,
-        )
+        resume(session, subscriber, utcnow(), settings=course.settings, course=_course(subscriber))
     return redirect(url_for("links.progress", token=token, _anchor="status"), code=303)
 
 
@@ -481,7 +686,9 @@ def progress_country(token: str) -> ResponseReturnValue:
         known = {c for c, _ in _countries()}
         if code and code not in known:
             raise LinkError(400, "Please choose a country from the list.")
-        subscriber.country = code or None
+        # Where the person lives: the same for every course they take.
+        for enrolment in enrolments_of(session, subscriber.email):
+            enrolment.country = code or None
         record_event(session, subscriber, EventKind.SCHEDULE, utcnow(), value="country")
     return redirect(
         url_for("links.progress", token=token, saved="country", _anchor="help"), code=303
@@ -516,7 +723,13 @@ def progress_schedule(token: str) -> ResponseReturnValue:
             return _progress_page(session, subscriber, errors=errors), 400
         assert hour is not None
         set_schedule(
-            session, subscriber, utcnow(), send_hour=hour, timezone=tz, settings=course.settings
+            session,
+            subscriber,
+            utcnow(),
+            send_hour=hour,
+            timezone=tz,
+            settings=course.settings,
+            course=_course(subscriber),
         )
     return redirect(
         url_for("links.progress", token=token, saved="schedule", _anchor="when"), code=303

@@ -37,6 +37,7 @@ from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 
 from course.config import Settings
+from course.courses import PublishedCourse
 from course.extensions import state
 from course.models import SubscriberStatus, utcnow
 from course.security import (
@@ -85,7 +86,8 @@ SIGNUP_MESSAGE = (
     "Thank you. Please check your inbox: we've sent you an email with a link to confirm "
     "your address. Your first lesson arrives as soon as you confirm."
 )
-FORM_FIELDS = ("email", "name", "timezone", "source")
+FORM_FIELDS = ("email", "name", "timezone", "source", "course")
+NO_COURSE = "There is no course with that name open for signups."
 #: The hidden field people never see and bots fill in.
 HONEYPOT = "website"
 #: The hosted form's signed time stamp (``course.security.form_stamp``).
@@ -142,8 +144,24 @@ def _from_a_known_page() -> bool:
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
-    """The hosted signup page (works without JavaScript)."""
+    """The hosted signup page of the only open course, or the list of open courses (works
+    without JavaScript)."""
+    open_courses = state().courses.current().open()
+    if len(open_courses) > 1:
+        return render_template(
+            "web/courses.html", courses=open_courses, source=request.args.get("source", "")[:64]
+        )
     return _form_page({"source": request.args.get("source", "")[:64]}, {})
+
+
+@bp.get("/c/<slug>")
+def course_page(slug: str) -> ResponseReturnValue:
+    """One course's own signup page."""
+    course = state().courses.current().by_slug(slug)
+    if course is None or not course.open_for_signup:
+        return error_response(404, NO_COURSE)
+    values = {"source": request.args.get("source", "")[:64], "course": course.slug}
+    return _form_page(values, {})
 
 
 @bp.get("/thanks")
@@ -190,9 +208,14 @@ def subscribe_view() -> ResponseReturnValue:
         )
     try:
         problems = _field_problems(data, undecodable)
+        joining = _course_named(data.get("course"))
+        if joining is None:
+            problems["course"] = NO_COURSE
         if problems:
             raise ValidationFailed(problems)
+        assert joining is not None
         signup = validate_signup(data, check_deliverability=settings.check_deliverability)
+        signup = dataclasses.replace(signup, course_id=joining.id)
     except ValidationFailed as exc:
         if is_json:
             return jsonify(error="Please check the highlighted fields.", fields=exc.errors), 400
@@ -214,6 +237,15 @@ def subscribe_view() -> ResponseReturnValue:
     if is_json:
         return jsonify(status="ok", message=SIGNUP_MESSAGE), 202
     return redirect(next_url or url_for("public.thanks"), code=303)
+
+
+def _course_named(slug: object) -> PublishedCourse | None:
+    """The open course a signup names (none: the default course), or None."""
+    catalogue = state().courses.current()
+    if slug in (None, ""):
+        return catalogue.default()
+    found = catalogue.by_slug(slug) if isinstance(slug, str) else None
+    return found if found is not None and found.open_for_signup else None
 
 
 def _json_body() -> object:
@@ -333,19 +365,24 @@ def _form_page(
     status: int = 200,
     next_url: str | None = None,
 ) -> ResponseReturnValue:
-    """The hosted form, with a fresh time stamp (and CSRF token, added by the template)."""
-    course = state()
-    lessons = course.lessons.current()
+    """The hosted form of one course, with a fresh time stamp (and CSRF token, added by
+    the template)."""
+    app_state = state()
+    joining = _course_named(values.get("course")) or app_state.courses.current().default()
+    if joining is None:
+        return error_response(503, "No course is open for signups yet. Please come back soon.")
+    content = joining.content
     page = render_template(
         "web/index.html",
         values=values,
         errors=errors,
-        stamp=form_stamp(course.settings.secret_keys),
+        stamp=form_stamp(app_state.settings.secret_keys),
         next_url=next_url,
-        total=lessons.total,
-        lessons=[lessons.lessons[d] for d in sorted(lessons.lessons)],
+        course=joining,
+        total=content.total,
+        lessons=[lesson for key in content.order if (lesson := content.get(key))],
         # The exact wording kept with each reader's consent record (consent_texts).
-        consent_text=course.settings.signup_consent_text,
+        consent_text=app_state.settings.signup_consent_text,
     )
     return page, status
 
@@ -399,21 +436,44 @@ def confirm_view(token: str) -> ResponseReturnValue:
     if request.method == "POST":
         with course.sessions() as session, session.begin():
             subscriber = confirm(
-                session, public_id, utcnow(), number, secret_keys=course.settings.secret_keys
+                session,
+                public_id,
+                utcnow(),
+                number,
+                secret_keys=course.settings.secret_keys,
+                courses=course.courses.current(session),
+                settings=course.settings,
             )
             if subscriber is None:
                 return error_response(404, CONFIRM_GONE)
             status = subscriber.status
-        return render_template("web/confirmed.html", status=status, statuses=SubscriberStatus)
+            joining = course.courses.current(session).get(subscriber.course_id)
+        return render_template(
+            "web/confirmed.html",
+            status=status,
+            statuses=SubscriberStatus,
+            starts_now=_starts_now(joining),
+        )
     with course.read_sessions() as session:
         subscriber = by_public_id(session, public_id)
         if subscriber is None:
             return error_response(404, CONFIRM_GONE)
         status = subscriber.status
+        joining = course.courses.current(session).get(subscriber.course_id)
     return render_template(
         "web/confirm.html",
         status=status,
         statuses=SubscriberStatus,
         token=token,
-        total=course.lessons.current().total,
+        course=joining,
+        total=joining.content.total if joining else 0,
+        starts_now=_starts_now(joining),
     )
+
+
+def _starts_now(course: PublishedCourse | None) -> bool:
+    """Whether a reader who confirms gets the first lesson at once (its delay is 0)."""
+    if course is None or not course.content.order:
+        return True
+    first = course.content.get(course.content.order[0])
+    return first is None or first.delay_days == 0
