@@ -11,7 +11,6 @@ otherwise one is built from the environment on first use.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ from course.config import (
     unknown_variables,
 )
 from course.doctor_cli import doctor_command
-from course.logs import install_log_masking
+from course.logs import configure_logging
 from course.models import utcnow
 
 if TYPE_CHECKING:
@@ -50,17 +49,6 @@ class ConfigProblem(click.ClickException):
 
     def format_message(self) -> str:
         return "Configuration error:\n  " + self.message.replace("\n", "\n  ")
-
-
-def configure_logging(level: str = "INFO") -> None:
-    """One line per event on stderr, ``key=value`` where it matters, for any log system;
-    addresses, link tokens and SQL values masked (``course.logs``)."""
-    install_log_masking()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger().setLevel(level)
-    # APScheduler logs every job run at INFO, and Alembic its plugins; our own lines say more.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _root() -> click.Context:
@@ -178,11 +166,22 @@ def run_command(host: str, port: int, scheduler: bool, reload: bool) -> None:
 
 
 @main.command("scheduler")
-def scheduler_command() -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 32),
+    default=1,
+    show_default=True,
+    help="Sender processes to run, sharing the work (one per core is a good start).",
+)
+def scheduler_command(processes: int) -> None:
     """Tick the sending engine until stopped (run one or more of these in production)."""
-    from course.scheduler import run_forever
+    from course.scheduler import run_forever, run_processes
 
-    run_forever(_settings(*ALL_NEEDS))
+    settings = _settings(*ALL_NEEDS)
+    if processes == 1:
+        run_forever(settings)
+    else:
+        run_processes(settings, processes)
 
 
 @main.command("send-due")
@@ -1358,7 +1357,9 @@ def lessons_check(slug: str | None, directory: Path | None) -> None:
     report = check_course(renderer, course, utcnow())
     report.problems[:0] = [f"{name}: {reason}" for name, reason in sorted(errors.items())] + [
         # A broken template also breaks every email rendered with it: name it once.
-        p for p in check_templates(renderer.env, "email") if p not in report.problems
+        p
+        for p in check_templates(renderer.env, "email")
+        if p not in report.problems
     ]
     for line in report.ok:
         click.echo(f"OK {line}")

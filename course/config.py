@@ -113,7 +113,8 @@ class Settings(BaseSettings):
         description="How mail leaves: `smtp://user:pass@host:25` plain SMTP, "
         "`smtp+starttls://…:587` STARTTLS, `smtps://…:465` implicit TLS. Options: "
         "`?timeout=30` (seconds, for each command), `?data_timeout=600` (for the relay's "
-        "answer at the end of a message), `?verify=false` (a test relay only). "
+        "answer at the end of a message), `?verify=false` (a test relay only), "
+        "`?pipelining=off` (Python's smtplib instead of our pipelining client). "
         "`outbox:/folder` writes "
         "`.eml` files instead; outside development only when set explicitly. Required "
         "outside development.",
@@ -680,10 +681,12 @@ class Settings(BaseSettings):
                 found.append(f"COURSE_DKIM_KEY_FILE ({self.dkim_key_file}) cannot be used: {exc}")
         if self.uses_outbox:
             return found
+        from course.mail import transport_from_url
         from course.mail.smtp import SMTPTransport
 
         try:
-            transport = SMTPTransport.from_url(self.mail_url)
+            transport_from_url(self.mail_url)  # every option, as the sender will read them
+            transport = SMTPTransport.from_url(self.mail_url)  # the timeouts
         except ValueError as exc:
             return [*found, str(exc)]
         longest = transport.timeout * 3 + transport.data_timeout  # connect, MAIL, RCPT, DATA

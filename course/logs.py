@@ -245,3 +245,14 @@ def install_log_masking() -> None:
 
     masked_factory.course_masking = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(masked_factory)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """One line per event on stderr, ``key=value`` where it matters, for any log system;
+    addresses, link tokens and SQL values masked (``course.logs``)."""
+    install_log_masking()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger().setLevel(level)
+    # APScheduler logs every job run at INFO, and Alembic its plugins; our own lines say more.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

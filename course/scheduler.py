@@ -9,8 +9,10 @@ side, sharing the work through row claims (see ``course.sending``).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from datetime import datetime
 from types import FrameType
 
@@ -214,3 +216,80 @@ def run_forever(settings: Settings) -> None:
         stopper.join()  # the main loop ends before the running tick does: wait for it
     released = sender.release_claims()
     log.info("scheduler stopped worker=%s released=%d", sender.worker, released)
+
+
+#: How long a supervisor waits before starting a sender process again that died.
+RESTART_DELAY_SECONDS = 1.0
+
+
+def _sender_process(settings: Settings) -> None:
+    """One child of :func:`run_processes` (a new interpreter: it sets up its own logs)."""
+    from course.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        # A supervisor killed outright (SIGKILL, OOM) cannot pass SIGTERM on: its children
+        # stop by themselves, cleanly, or a restarted service would run twice as many.
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        log.warning("the supervisor is gone; stopping this sender")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch_parent, name="watch-supervisor", daemon=True).start()
+    run_forever(settings)
+
+
+def run_processes(settings: Settings, processes: int) -> None:
+    """``course scheduler --processes N``: N sender processes and this one to watch them.
+
+    Each child is a whole ``course scheduler`` (its own sender, database connections and
+    SMTP connections); they share the work through the deliveries' claims, exactly as
+    separate ``course scheduler`` services would, so nothing about the delivery guarantee
+    changes. Python runs one thread of Python code at a time per process, so processes,
+    not more connections, are what use more cores (docs/architecture.md, "How many
+    senders"). A child that dies is started again; SIGTERM or SIGINT is passed on to every
+    child, which finishes its message in flight and hands back its claims, and this process
+    exits when they all have.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no inherited connections or threads
+    stopping = threading.Event()
+
+    def start() -> multiprocessing.process.BaseProcess:
+        child = context.Process(target=_sender_process, args=(settings,), daemon=False)
+        child.start()
+        return child
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info(
+            "received %s, stopping %d sender processes", signal.Signals(signum).name, processes
+        )
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    children = [start() for _ in range(processes)]
+    log.info(
+        "scheduler supervisor started processes=%d pids=%s", processes, [c.pid for c in children]
+    )
+    while not stopping.is_set():
+        for i, child in enumerate(children):
+            if not child.is_alive() and not stopping.is_set():
+                log.error(
+                    "sender process pid=%s exited with %s; starting another",
+                    child.pid,
+                    child.exitcode,
+                )
+                stopping.wait(RESTART_DELAY_SECONDS)
+                if not stopping.is_set():
+                    children[i] = start()
+        stopping.wait(0.5)
+    for child in children:
+        if child.is_alive() and child.pid is not None:
+            os.kill(child.pid, signal.SIGTERM)
+    for child in children:
+        child.join()
+    log.info("scheduler supervisor stopped")

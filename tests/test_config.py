@@ -325,7 +325,7 @@ def test_the_development_server_does_not_run_in_production(tmp_path: Path) -> No
 def test_the_course_command_masks_addresses_in_its_logs(tmp_path: Path) -> None:
     """`course scheduler` never builds the Flask app; its log lines are masked all the same."""
     code = (
-        "import logging, sys; from course.cli import configure_logging; configure_logging(); "
+        "import logging, sys; from course.logs import configure_logging; configure_logging(); "
         "logging.getLogger('x').warning('refused ana.lopez@example.com at /confirm/abc.def')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

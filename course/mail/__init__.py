@@ -24,6 +24,12 @@ Query options (``smtp://relay:25?timeout=30&data_timeout=600``):
 - ``verify=false`` (TLS forms only): skip certificate checks, only for a test relay with
   a self-signed certificate.
 
+- ``pipelining=off``: send with Python's ``smtplib`` (course.mail.smtp), one command at a
+  time, instead of our own client (course.mail.pipelining, the default). Ours sends MAIL,
+  RCPT and DATA in one round trip when the relay offers PIPELINING (RFC 2920) and falls
+  back to one command at a time when it does not; both classify every reply the same way.
+  The switch is there for a relay that misbehaves with pipelined commands.
+
 Both timeouts must be positive numbers; anything else is refused when the URL is read.
 """
 
@@ -78,13 +84,21 @@ class Transport(Protocol):
 def transport_from_url(url: str, *, ehlo_name: str = "") -> Transport:
     """Build the transport described by ``url`` (see the module docstring); ``ehlo_name``
     is the name given in SMTP's EHLO (empty: this machine's fully qualified name)."""
+    from urllib.parse import parse_qs, urlsplit
+
     from course.mail.outbox import OutboxTransport
+    from course.mail.pipelining import PipeliningTransport
     from course.mail.smtp import SMTPTransport
 
     if url.startswith("outbox:"):
         return OutboxTransport(url.removeprefix("outbox:") or "outbox")
     if url.split("://", 1)[0] in ("smtp", "smtp+starttls", "smtps"):
-        return SMTPTransport.from_url(url, ehlo_name=ehlo_name)
+        choice = parse_qs(urlsplit(url).query).get("pipelining", ["on"])[0].lower()
+        if choice in ("off", "false", "0", "no"):
+            return SMTPTransport.from_url(url, ehlo_name=ehlo_name)
+        if choice not in ("on", "true", "1", "yes"):
+            raise ValueError(f"COURSE_MAIL_URL: pipelining must be on or off, got {choice!r}")
+        return PipeliningTransport.from_url(url, ehlo_name=ehlo_name)
     raise ValueError(
         f"COURSE_MAIL_URL must start with outbox:, smtp://, smtp+starttls:// or smtps://,"
         f" got {url.split(':', 1)[0]!r}"
