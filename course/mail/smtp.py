@@ -97,12 +97,16 @@ class SMTPTransport:
                     local_hostname=self.ehlo_name or None,
                     timeout=self.timeout,
                 )
-            client.ehlo()
-            if self.security == "starttls":
-                client.starttls(context=self._tls_context())
+            try:
                 client.ehlo()
-            if self.username:
-                client.login(self.username, self.password or "")
+                if self.security == "starttls":
+                    client.starttls(context=self._tls_context())
+                    client.ehlo()
+                if self.username:
+                    client.login(self.username, self.password or "")
+            except BaseException:
+                client.close()  # a refused login or STARTTLS must not leave the socket open
+                raise
             return client
         except smtplib.SMTPAuthenticationError as exc:
             raise TransientError(f"SMTP login failed: {exc.smtp_code}") from exc
