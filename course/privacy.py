@@ -139,6 +139,8 @@ def purge_pending(session: Session, now: datetime, days: int) -> int:
     if days < 1:
         raise ValueError("days must be at least 1")
     cutoff = now - timedelta(days=days)
+    # These two conditions are the index ix_subscribers_pending_since (models.Subscriber,
+    # tests/test_db.py checks the plan): change them together.
     # One statement, with the conditions in it: a reader who confirms while this runs is
     # never deleted. The foreign keys take their deliveries and progress with them and
     # leave their events (a returning reader's) as anonymous counts, as after erase().

@@ -43,3 +43,32 @@ def test_sender_engine_commits_asynchronously_on_postgresql(db_url: str) -> None
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == expected
         engine.dispose()
+
+
+def test_the_purge_of_unconfirmed_signups_reads_its_index(db_url: str) -> None:
+    """The hourly purge must stay flat with the number of readers: the database can answer
+    it from the partial index on pending rows (migration 0012), not by reading the table."""
+    from datetime import timedelta
+
+    from sqlalchemy import delete, text
+
+    from course.models import SubscriberStatus
+
+    engine = make_engine(db_url)
+    statement = delete(Subscriber).where(
+        Subscriber.status == SubscriberStatus.PENDING,
+        func.coalesce(Subscriber.confirm_sent_at, Subscriber.created_at)
+        < utcnow() - timedelta(days=7),
+    )
+    try:
+        with engine.connect() as conn:
+            compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SET enable_seqscan = off"))  # an empty table: ask for it
+                plan = conn.execute(text(f"EXPLAIN {compiled}")).scalars().all()
+            else:
+                plan = [row[-1] for row in conn.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))]
+            conn.rollback()
+    finally:
+        engine.dispose()
+    assert any("ix_subscribers_pending_since" in line for line in plan), plan
