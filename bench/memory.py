@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import SECRET, database, seed, smtp_sink
+from bench.common import course_env, database, seed, smtp_sink
 
 COURSE = str(Path(sys.executable).parent / "course")
 
 
 def peak_rss_mib(url: str, port: int) -> float:
     """Run `course send-due` (one full pass) and return the child's peak RSS in MiB."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COURSE_")}
-    env.update(
-        COURSE_DATABASE_URL=url,
-        COURSE_MAIL_URL=f"smtp://127.0.0.1:{port}",
-        COURSE_SECRET_KEY=SECRET,
-        COURSE_BASE_URL="https://course.example.org",
-        COURSE_LESSON_INTERVAL=str(10**7),
-        COURSE_BATCH_SIZE="500",
-    )
+    env = course_env(url, f"smtp://127.0.0.1:{port}")
     # A fresh child each time, so RUSAGE_CHILDREN's maximum is this child's.
     code = (
         "import resource, subprocess, sys;"

@@ -9,7 +9,7 @@ from email.policy import SMTP
 from typing import Any
 
 from bench.common import bench_settings
-from course.lessons import load_lessons
+from course.courses import folder_view
 from course.render import Reader, Renderer
 from course.resources import lessons_dir
 from course.tokens import Signer
@@ -19,7 +19,7 @@ def run(number: int = 2000) -> dict[str, Any]:
     """Microseconds per message: our build, and the email package building the same bodies."""
     settings = bench_settings("sqlite://", "outbox:/dev/null")
     renderer = Renderer(settings, Signer(settings.secret_keys))
-    lessons = load_lessons(lessons_dir(settings))
+    lessons = folder_view(lessons_dir(settings))[0]
     now = datetime.now(UTC)
     counter = iter(range(10**9))
 
