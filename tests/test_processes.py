@@ -110,6 +110,11 @@ def test_several_processes_share_the_work_replace_a_dead_one_and_stop_cleanly(
         os.kill(first, signal.SIGKILL)  # a sender dies mid-work: another takes its place
         _wait(lambda: "starting another" in log_path.read_text(), 30, "a replacement")
         _wait(lambda: _sent(db_url) == 200, 120, "every lesson 1")
+        _wait(
+            lambda: log_path.read_text().count("scheduler started worker=") == 3,
+            60,
+            "the replacement to start",
+        )
         workers = Counter(re.findall(r"scheduler started worker=(\S+)", log_path.read_text()))
         assert len(workers) == 3, log_path.read_text()  # two at first, then the replacement
         supervisor.send_signal(signal.SIGTERM)
@@ -117,6 +122,7 @@ def test_several_processes_share_the_work_replace_a_dead_one_and_stop_cleanly(
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
+            supervisor.wait()
     time.sleep(0.5)
     assert not _alive(second), "a sender process outlived its supervisor"
     text = log_path.read_text()
