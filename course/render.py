@@ -74,6 +74,10 @@ class CompiledEmail:
     html_parts: tuple[str, ...] = ()
     text_parts: tuple[str, ...] = ()
     subject_header: str = ""
+    # The bodies quoted-printable encoded, line by line: lines without a placeholder are
+    # encoded once here (most of a message), the others per reader (see _QpPlan).
+    html_qp: _QpPlan = ()
+    text_qp: _QpPlan = ()
 
     @classmethod
     def build(cls, subject: str, html: str, text: str, slots: frozenset[str]) -> CompiledEmail:
@@ -86,6 +90,8 @@ class CompiledEmail:
             html_parts=tuple(_SLOT.split(html)),
             text_parts=tuple(_SLOT.split(text)),
             subject_header=_encode_header(subject),
+            html_qp=_qp_plan(html),
+            text_qp=_qp_plan(text),
         )
 
     def fill(self, values: dict[str, str]) -> tuple[str, str]:
@@ -94,6 +100,54 @@ class CompiledEmail:
             _join(self.html_parts, values, lambda v: html.escape(v, quote=True)),
             _join(self.text_parts, values, str),
         )
+
+    def encoded(self, values: dict[str, str]) -> tuple[bytes, bytes]:
+        """The HTML and text bodies with ``values`` filled in, quoted-printable encoded with
+        CRLF line ends: what :meth:`fill` and :func:`_qp` give, without encoding again the
+        lines that are the same for every reader."""
+        return (
+            _qp_fill(self.html_qp, values, lambda v: html.escape(v, quote=True)),
+            _qp_fill(self.text_qp, values, str),
+        )
+
+
+#: A body as quoted-printable pieces: encoded bytes, or a line still holding placeholders
+#: (split as ``_SLOT.split`` splits it).
+_QpPlan = tuple[bytes | tuple[str, ...], ...]
+
+
+def _qp_plan(body: str) -> _QpPlan:
+    """Encode every line without a placeholder now; keep the others for :func:`_qp_fill`.
+
+    Quoted-printable encodes each line on its own (its soft breaks and its trailing
+    whitespace depend on that line only), so encoding line by line gives the same bytes as
+    encoding the whole body; the tests check it."""
+    plan: list[bytes | tuple[str, ...]] = []
+    done: list[str] = []
+    for line in _lines(body):
+        if _SLOT.search(line):
+            if done:
+                plan.append(_qp("".join(done)))
+                done = []
+            plan.append(tuple(_SLOT.split(line)))
+        else:
+            done.append(line)
+    if done:
+        plan.append(_qp("".join(done)))
+    return tuple(plan)
+
+
+def _lines(body: str) -> list[str]:
+    """``body``'s lines with their LF ends (the last may have none); CRLF becomes LF."""
+    lines = body.replace("\r\n", "\n").split("\n")
+    ended = [line + "\n" for line in lines[:-1]]
+    return ended + [lines[-1]] if lines[-1] else ended
+
+
+def _qp_fill(plan: _QpPlan, values: dict[str, str], escape: Callable[[str], str]) -> bytes:
+    return b"".join(
+        piece if isinstance(piece, bytes) else _qp(_join(piece, values, escape)) for piece in plan
+    )
 
 
 def _join(parts: tuple[str, ...], values: dict[str, str], escape: Callable[[str], str]) -> str:
@@ -442,7 +496,7 @@ class Renderer:
             others=others,
         )
         values = self.slot_values(compiled.slots | {"unsubscribe_url"}, reader, kind, number)
-        html_body, text_body = compiled.fill(values)
+        html_qp, text_qp = compiled.encoded(values)
         to = envelope_address(reader.email)
         name = reader.name or ""
         if any(ch in name for ch in "\r\n\0"):
@@ -475,10 +529,10 @@ class Renderer:
             (
                 head.encode("utf-8"),
                 part.format(b=boundary, kind="plain").encode(),
-                _qp(text_body),
+                text_qp,
                 b"\r\n",
                 part.format(b=boundary, kind="html").encode(),
-                _qp(html_body),
+                html_qp,
                 f"\r\n--{boundary}--\r\n".encode(),
             )
         )

@@ -9,9 +9,12 @@ The database is the single source of truth. One pass (a *tick*):
    becomes due again when its lease ends.
 2. **Send** each claimed message over one transport connection. Just before the SMTP call
    the subscriber is checked again, so an unsubscribe or pause that lands while the batch
-   runs still stops the mail.
-3. **Record** each result in its own transaction right after the server answered: sent (and
-   the next lesson queued), retry later with backoff, or failed.
+   runs still stops the mail. On PostgreSQL that check locks the reader and the delivery
+   until the message is recorded; on SQLite it is committed before the send (see _Line,
+   which also builds the next message while the relay reads the current one).
+3. **Record** each result right after the server answered, committed before the next
+   message goes out: sent (and the next lesson queued), retry later with backoff, or
+   failed. The statements of the hot path are course.delivery_store's.
 
 A crash can therefore resend at most the one message that was in flight on each connection,
 and it is resent with the same Message-ID. A reader's next lesson is queued only once the
@@ -28,6 +31,7 @@ and follow-up emails, if it has them.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import queue
@@ -41,15 +45,22 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection as Conn
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.config import Settings
 from course.courses import Catalogue, CourseLibrary, PublishedCourse
 from course.crypto import use_keys
+from course.delivery_store import DeliveryStore, store_for
 from course.envelope import envelope_sender
-from course.mail import Connection, MaybeDelivered, PermanentError, TransientError, Transport
+from course.mail import (
+    Connection,
+    DeliveryError,
+    MaybeDelivered,
+    PermanentError,
+    Transport,
+    start_send,
+)
 from course.models import (
     Delivery,
     DeliveryKind,
@@ -62,7 +73,7 @@ from course.models import (
 )
 from course.render import Reader, Renderer, envelope_address
 from course.schedule import Rhythm, lesson_due, not_before, send_hour
-from course.subscriptions import after_course, lesson_params, mark_bounced, upsert_lesson
+from course.subscriptions import after_course, lesson_params, mark_bounced
 from course.tokens import Signer
 
 log = logging.getLogger("course.sending")
@@ -156,46 +167,15 @@ _RECEIVED = (
         lesson_received(),
     )
 )
-_CHECK = (
-    select(Delivery.status, Delivery.claimed_by, Subscriber.status.label("subscriber_status"))
-    .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-    .where(Delivery.id == bindparam("id"))
-)
-_CANCEL = (
-    update(Delivery)
-    .where(Delivery.id == bindparam("did"))
-    .values(status=DeliveryStatus.CANCELLED, claimed_by=None)
-)
-_RENEW = update(Delivery).where(Delivery.id == bindparam("did")).values(due_at=bindparam("due"))
-_MARK_SENT = (
-    update(Delivery)
-    .where(Delivery.id == bindparam("did"))
-    .values(
-        status=DeliveryStatus.SENT,
-        # The first time it reached the reader; an operator's re-send keeps that date.
-        sent_at=func.coalesce(Delivery.sent_at, bindparam("now")),
-        claimed_by=None,
-        attempts=Delivery.attempts + 1,
-        last_error=None,
-    )
-)
-#: The same, keeping ``last_error`` (a delivery counted as sent that the relay never
-#: acknowledged keeps saying so).
-_MARK_SENT_NOTED = (
-    update(Delivery)
-    .where(Delivery.id == bindparam("did"))
-    .values(
-        status=DeliveryStatus.SENT,
-        sent_at=func.coalesce(Delivery.sent_at, bindparam("now")),
-        claimed_by=None,
-    )
-)
-_COMPLETE = (
-    update(Subscriber)
-    .where(Subscriber.id == bindparam("sid"), Subscriber.status == SubscriberStatus.ACTIVE)
-    .values(status=SubscriberStatus.COMPLETED, completed_at=bindparam("now"))
-)
-_SUBSCRIBER_STATUS = select(Subscriber.status).where(Subscriber.id == bindparam("sid"))
+
+
+class Outcome(enum.StrEnum):
+    """What became of one claimed delivery in a pass (a TickResult field each)."""
+
+    SENT = "sent"  # accepted by the relay (or counted as delivered, see MAX_UNACKNOWLEDGED)
+    RETRIED = "retried"  # a temporary failure: tried again later
+    FAILED = "failed"  # refused for good, or out of retries
+    SKIPPED = "skipped"  # not sent: cancelled, replaced, or taken by another sender
 
 
 @dataclass
@@ -208,6 +188,10 @@ class TickResult:
     failed: int = 0
     skipped: int = 0
     duration_ms: int = 0
+
+    def count(self, outcome: Outcome) -> None:
+        """One more delivery with this outcome."""
+        setattr(self, outcome.value, getattr(self, outcome.value) + 1)
 
     def log_line(self) -> str:
         """``key=value`` pairs, easy for a log system to parse."""
@@ -354,34 +338,17 @@ class Sender:
             pending.put(item)
         lock = threading.Lock()
 
+        def count(outcome: Outcome) -> None:
+            with lock:
+                result.count(outcome)
+
         def work() -> None:
-            with self.transport.open() as conn, self.engine.connect() as db:
-                while True:
-                    try:
-                        item = pending.get_nowait()
-                    except queue.Empty:
-                        return
-                    if self.stopping.is_set():
-                        # Finish the message in flight (done), hand back the rest at once.
-                        rest = [item.id]
-                        while True:
-                            try:
-                                rest.append(pending.get_nowait().id)
-                            except queue.Empty:
-                                break
-                        self._release(rest)
-                        return
-                    try:
-                        outcome = self._deliver(
-                            db, item, conn, courses, received.get(item.subscriber_id, set())
-                        )
-                    except Exception as exc:
-                        # One odd message (a database hiccup, a bug) must not stop the
-                        # batch, nor loop unseen: it counts as an attempt with its error.
-                        log.exception("delivery=%s could not be sent or recorded", item.id)
-                        outcome = self._record_error(item.id, exc)
-                    with lock:
-                        setattr(result, outcome, getattr(result, outcome) + 1)
+            with self.transport.open() as conn:
+                store = store_for(self.engine)
+                try:
+                    _Line(self, store, conn, courses, received, pending, count).run()
+                finally:
+                    store.close()
 
         workers = min(self.settings.smtp_connections, len(ids))
         if workers == 1:
@@ -449,49 +416,21 @@ class Sender:
         except Exception:  # a heartbeat must never stop sending
             log.exception("could not record the scheduler heartbeat")
 
-    def _deliver(
-        self,
-        db: Conn,
-        item: Claimed,
-        conn: Connection,
-        courses: Catalogue,
-        received: set[int],
-    ) -> str:
-        """Send one claimed delivery and record the outcome; returns the TickResult field.
-
-        This is the hot path, so it uses Core statements on one connection per thread. The
-        check right before the SMTP call and the record right after it are two short
-        transactions; no lock is held while SMTP talks, on any database. So a web request
-        (an unsubscribe, a pause, an erasure) never waits for a slow relay. The price is
-        precise and small: an unsubscribe saved while a message to that reader is in flight
-        (its check passed just before) lets that one message go out, and nothing after it,
-        because the record reads the reader's status again and the next lesson is queued
-        cancelled, or is cancelled by the next check.
-        """
+    def _prepare(self, item: Claimed, courses: Catalogue, received: set[int]) -> _Ready:
+        """Decide what ``item`` needs before it can go, and build its message (no database:
+        the check that decides whether it goes comes later, see _Line)."""
         course = courses.get(item.course_id)
-        with db.begin():
-            row = db.execute(_CHECK, {"id": item.id}).first()
-            if row is None or row.claimed_by != self.worker or row.status != "queued":
-                return "skipped"  # lost the lease to another sender, or cancelled meanwhile
-            if row.subscriber_status not in _MAY_RECEIVE[DeliveryKind(item.kind)]:
-                db.execute(_CANCEL, {"did": item.id})
-                return "skipped"
-            if course is not None and item.kind == DeliveryKind.LESSON and item.generation == 0:
-                right = course.content.next_for(received)
-                if right != item.number:
-                    # The practice removed or moved lessons since this one was queued.
-                    self._replace(db, item, course, right, received)
-                    return "skipped"
-            after = item.kind in (DeliveryKind.COMPLETION, DeliveryKind.FOLLOWUP)
-            if course is not None and after and getattr(course.content, item.kind) is None:
-                # The practice removed that email since it was queued: nothing to send.
-                db.execute(_CANCEL, {"did": item.id})
-                return "skipped"
-            # A full lease from now: the send may take up to the SMTP timeouts, which the
-            # lease outlasts (Settings.problems), so no other sender takes it meanwhile.
-            lease_end = self.clock() + timedelta(seconds=self.settings.claim_lease_seconds)
-            db.execute(_RENEW, {"did": item.id, "due": lease_end})
-        now = self.clock()
+        ready = _Ready(item, course, received)
+        if course is not None and item.kind == DeliveryKind.LESSON and item.generation == 0:
+            right = course.content.next_for(received)
+            if right != item.number:
+                # The practice removed or moved lessons since this one was queued.
+                ready.replace, ready.right = True, right
+                return ready
+        after = item.kind in (DeliveryKind.COMPLETION, DeliveryKind.FOLLOWUP)
+        if course is not None and after and getattr(course.content, item.kind) is None:
+            ready.removed = True  # the practice removed that email since it was queued
+            return ready
         # A confirmation greets only by a name the reader has confirmed before: whoever
         # typed an address into the form also typed the name.
         name = item.name if item.kind != DeliveryKind.CONFIRM or item.confirmed else None
@@ -501,50 +440,44 @@ class Sender:
                 raise LookupError(f"course {item.course_id} does not exist")
             # The reader's own count for the lesson in its course; an operator's re-send of
             # an earlier lesson shows that lesson's place in the course.
-            resend = item.generation > 0
+            counted = item.kind == DeliveryKind.LESSON and item.generation == 0
             day, total = course.content.count_for(received, item.number)
-            message = self.renderer.build(
+            ready.message = self.renderer.build(
                 item.kind,
                 item.number,
                 reader,
                 course,
-                now,
+                self.clock(),
                 generation=item.generation,
-                day=day if item.kind == DeliveryKind.LESSON and not resend else None,
-                total=total if item.kind == DeliveryKind.LESSON and not resend else None,
+                day=day if counted else None,
+                total=total if counted else None,
                 known=item.known,
                 others=tuple(c for c in courses.open() if c.id != course.id),
                 run=item.run,
             )
         except Exception as exc:
-            # A broken or missing lesson or template. It counts as an attempt with its
-            # error, and is looked at again soon (the practice may be fixing it): after the
-            # retry window it fails visibly, like any other failure.
-            log.warning("delivery=%s cannot be built: %s", item.id, exc)
-            return self._record_transient(
-                item.id, f"cannot build the message: {exc}", max_wait=BROKEN_CONTENT_WAIT
-            )
-        if self.throttle is not None:
-            self.throttle.wait(self.stopping)
-        try:
-            sender = envelope_sender(self.settings, item.id)  # per delivery with VERP
-            conn.send(sender, envelope_address(item.email), message)
-        except MaybeDelivered as exc:
-            return self._record_unacknowledged(db, item, str(exc), course, received)
-        except TransientError as exc:
-            return self._record_transient(item.id, str(exc))
-        except PermanentError as exc:
-            return self._record_permanent(item.id, exc)
-        with db.begin():
-            status = db.execute(_SUBSCRIBER_STATUS, {"sid": item.subscriber_id}).scalar()
-            if status is None:  # erased while the message was out: nothing to record
-                return "sent"
-            self._record_sent(db, item, str(status), course, received)
-        return "sent"
+            ready.error = exc
+        return ready
+
+    def _check(self, store: DeliveryStore, ready: _Ready) -> bool:
+        """Whether the claimed delivery may go now, inside the caller's transaction. When
+        it may not, it is cancelled or replaced as the reason requires."""
+        item = ready.item
+        row = store.check(item.id, item.subscriber_id)
+        if row is None or row.claimed_by != self.worker or row.status != DeliveryStatus.QUEUED:
+            return False  # lost the lease to another sender, or cancelled meanwhile
+        if row.subscriber_status not in _MAY_RECEIVE[DeliveryKind(item.kind)] or ready.removed:
+            store.cancel(item.id)
+            return False
+        if ready.replace and ready.course is not None:
+            self._replace(store, item, ready.course, ready.right, ready.received)
+            return False
+        ready.status = row.subscriber_status
+        return True
 
     def _replace(
         self,
-        db: Conn,
+        store: DeliveryStore,
         item: Claimed,
         course: PublishedCourse,
         right: int | None,
@@ -552,15 +485,12 @@ class Sender:
     ) -> None:
         """The queued lesson is no longer the reader's next one: cancel it, and queue the
         right one at once (it was due now), or finish the course if none is left."""
-        db.execute(_CANCEL, {"did": item.id})
+        store.cancel(item.id)
         now = self.clock()
         if right is None:
-            self._finish(db, item, course, now)
+            self._finish(store, item, course, now)
             return
-        db.execute(
-            upsert_lesson(db.dialect.name),
-            lesson_params(item.subscriber_id, right, now, run=item.run),
-        )
+        store.queue(lesson_params(item.subscriber_id, right, now, run=item.run))
         log.info("delivery=%s replaced by lesson %s after a course edit", item.id, right)
 
     def _rhythm(self, item: Claimed, course: PublishedCourse) -> Rhythm:
@@ -571,23 +501,27 @@ class Sender:
             interval=self.settings.lesson_interval,
         )
 
-    def _record_unacknowledged(
-        self,
-        db: Conn,
-        item: Claimed,
-        error: str,
-        course: PublishedCourse | None,
-        received: set[int],
-    ) -> str:
+    def _record_failure(self, store: DeliveryStore, ready: _Ready, exc: DeliveryError) -> Outcome:
+        """The relay refused the message, failed, or did not say: recorded off the hot
+        path (the caller holds no transaction)."""
+        item = ready.item
+        if isinstance(exc, MaybeDelivered):
+            return self._record_unacknowledged(store, ready, str(exc))
+        if isinstance(exc, PermanentError):
+            return self._record_permanent(item.id, exc)
+        return self._record_transient(item.id, str(exc))
+
+    def _record_unacknowledged(self, store: DeliveryStore, ready: _Ready, error: str) -> Outcome:
         """The relay may have stored the message but did not say so (a timeout after the
         end of DATA). Never resent at once: retried later, at most
         ``MAX_UNACKNOWLEDGED`` sends in all, then counted as delivered, so the course goes
         on (a copy too many beats a lesson lost, and every copy has the same Message-ID)."""
+        item = ready.item
         now = self.clock()
         with self.sessions() as session, session.begin():
             delivery = self._claimed_row(session, item.id)
             if delivery is None:
-                return "skipped"
+                return Outcome.SKIPPED
             delivery.attempts += 1
             delivery.unacknowledged += 1
             delivery.claimed_by = None
@@ -595,44 +529,40 @@ class Sender:
             if delivery.unacknowledged < MAX_UNACKNOWLEDGED:
                 delivery.due_at = now + UNACKNOWLEDGED_WAIT * delivery.unacknowledged
                 log.warning("delivery=%s not acknowledged, retried later", item.id)
-                return "retried"
+                return Outcome.RETRIED
             delivery.last_error = (
                 f"sent {delivery.unacknowledged} times, never acknowledged by the relay: "
                 "counted as delivered"
             )
         log.warning("delivery=%s never acknowledged: counted as delivered", item.id)
-        with db.begin():
-            status = db.execute(_SUBSCRIBER_STATUS, {"sid": item.subscriber_id}).scalar()
-            if status is not None:
-                self._record_sent(db, item, str(status), course, received, keep_error=True)
-        return "sent"
+        store.begin()
+        status = store.reader_status(item.subscriber_id)
+        if status is not None:
+            self._record_sent(store, ready, status, keep_error=True)
+        store.commit()
+        return Outcome.SENT
 
     def _record_sent(
-        self,
-        db: Conn,
-        item: Claimed,
-        status: str,
-        course: PublishedCourse | None,
-        received: set[int],
-        *,
-        keep_error: bool = False,
+        self, store: DeliveryStore, ready: _Ready, status: str, *, keep_error: bool = False
     ) -> None:
-        """Mark the delivery sent and queue what comes next for the reader (caller
-        commits): their next lesson, or after the last one the completion and follow-up."""
+        """Mark the delivery sent and queue what comes next for the reader (in the caller's
+        transaction): their next lesson, or after the last one the completion and
+        follow-up."""
+        item, course = ready.item, ready.course
         now = self.clock()
-        db.execute(_MARK_SENT_NOTED if keep_error else _MARK_SENT, {"did": item.id, "now": now})
+        store.mark_sent(item.id, now, keep_error=keep_error)
         if course is None or item.generation > 0:
             return  # an operator's re-send: the course moves on as it is
         if item.kind == DeliveryKind.COMPLETION:
             if status == SubscriberStatus.COMPLETED:
-                self._queue_after(db, item, course, DeliveryKind.COMPLETION, now)
+                self._queue_after(store, item, course, DeliveryKind.COMPLETION, now)
             return
         if item.kind != DeliveryKind.LESSON:
             return  # a confirmation or the follow-up: nothing comes after
-        received = received | {item.number}
+        received = ready.received | {item.number}
         key = course.content.next_for(received)
         if key is None:
-            self._finish(db, item, course, now)
+            self._finish(store, item, course, now)
             return
         lesson = course.content.get(key)
         rhythm = self._rhythm(item, course)
@@ -642,33 +572,31 @@ class Sender:
         next_status = (
             DeliveryStatus.QUEUED if status == SubscriberStatus.ACTIVE else DeliveryStatus.CANCELLED
         )
-        db.execute(
-            upsert_lesson(db.dialect.name),
+        store.queue(
             lesson_params(
                 item.subscriber_id,
                 key,
                 not_before(due, item.snoozed_until, rhythm),
                 next_status,
                 run=item.run,
-            ),
+            )
         )
 
-    def _finish(self, db: Conn, item: Claimed, course: PublishedCourse, now: datetime) -> None:
+    def _finish(
+        self, store: DeliveryStore, item: Claimed, course: PublishedCourse, now: datetime
+    ) -> None:
         """The reader has had every lesson: the course is completed, and what comes after
         it (course.subscriptions.after_course) is queued."""
-        if db.execute(_COMPLETE, {"sid": item.subscriber_id, "now": now}).rowcount:
-            self._queue_after(db, item, course, DeliveryKind.LESSON, now)
+        if store.complete(item.subscriber_id, now):
+            self._queue_after(store, item, course, DeliveryKind.LESSON, now)
 
     def _queue_after(
-        self, db: Conn, item: Claimed, course: PublishedCourse, done: str, now: datetime
+        self, store: DeliveryStore, item: Claimed, course: PublishedCourse, done: str, now: datetime
     ) -> None:
         after = after_course(course, done, now, self._rhythm(item, course))
         if after is not None:
             kind, due = after
-            db.execute(
-                upsert_lesson(db.dialect.name),
-                lesson_params(item.subscriber_id, 0, due, run=item.run, kind=kind),
-            )
+            store.queue(lesson_params(item.subscriber_id, 0, due, run=item.run, kind=kind))
 
     def _claimed_row(self, session: Session, delivery_id: int) -> Delivery | None:
         """The delivery if it still exists and is ours: a pause, an erase or a lost lease
@@ -682,7 +610,7 @@ class Sender:
             return None
         return delivery
 
-    def _record_error(self, delivery_id: int, exc: Exception) -> str:
+    def _record_error(self, delivery_id: int, exc: Exception) -> Outcome:
         """An unexpected error: count it as a temporary failure if the database lets us,
         else hand the claim back (and if even that fails, the lease runs out)."""
         error = f"{type(exc).__name__}: {exc}"
@@ -694,17 +622,17 @@ class Sender:
             self._release([delivery_id])
         except Exception:
             log.exception("delivery=%s: the claim could not be handed back", delivery_id)
-        return "skipped"
+        return Outcome.SKIPPED
 
     def _record_transient(
         self, delivery_id: int, error: str, max_wait: timedelta | None = None
-    ) -> str:
+    ) -> Outcome:
         """Count a failed attempt: retry later with backoff, or fail after the window."""
         now = self.clock()
         with self.sessions() as session, session.begin():
             delivery = self._claimed_row(session, delivery_id)
             if delivery is None:
-                return "skipped"
+                return Outcome.SKIPPED
             delivery.attempts += 1
             delivery.last_error = error[:1000]
             delivery.claimed_by = None
@@ -717,17 +645,17 @@ class Sender:
                 delivery.status = DeliveryStatus.FAILED
                 delivery.failed_at = now
                 log.warning("delivery=%s failed after %s attempts", delivery_id, delivery.attempts)
-                return "failed"
+                return Outcome.FAILED
             wait = backoff(delivery.attempts, self.settings.retry_base_seconds, self.rng)
             delivery.due_at = now + (min(wait, max_wait) if max_wait is not None else wait)
-        return "retried"
+        return Outcome.RETRIED
 
-    def _record_permanent(self, delivery_id: int, error: PermanentError) -> str:
+    def _record_permanent(self, delivery_id: int, error: PermanentError) -> Outcome:
         now = self.clock()
         with self.sessions() as session, session.begin():
             delivery = self._claimed_row(session, delivery_id)
             if delivery is None:
-                return "skipped"
+                return Outcome.SKIPPED
             delivery.attempts += 1
             delivery.status = DeliveryStatus.FAILED
             delivery.failed_at = now
@@ -735,7 +663,174 @@ class Sender:
             delivery.claimed_by = None
             if not error.bounce:
                 log.warning("delivery=%s refused: %s", delivery_id, str(error)[:200])
-                return "failed"
+                return Outcome.FAILED
             mark_bounced(session, delivery.subscriber, now, reason="refused at sending")
         log.warning("delivery=%s bounced", delivery_id)
-        return "failed"
+        return Outcome.FAILED
+
+
+@dataclass(slots=True)
+class _Ready:
+    """A claimed delivery on its way: what the sender decided and built for it."""
+
+    item: Claimed
+    course: PublishedCourse | None
+    received: set[int]  # the lessons the reader has received in this run
+    message: bytes | None = None
+    error: Exception | None = None  # building the message failed
+    replace: bool = False  # the lesson is no longer the reader's next: replace it
+    right: int | None = None  # ... by this one (None: the course is finished)
+    removed: bool = False  # an after-course email the practice removed
+    status: str | None = None  # the reader's status at the check
+
+
+class _Line:
+    """One SMTP connection and one database connection working through a batch.
+
+    For each message: check it (it may still go), send it, and while the relay reads it,
+    build the next one; once the relay has accepted it, record it and check the next one
+    together. The record of each message is committed before the next is sent. How long
+    the check holds is the database's regime:
+
+    - PostgreSQL (``store.locks``): the check locks the reader and the delivery, and the
+      transaction stays open through the send, so an unsubscribe, a pause or an erasure
+      that commits before the message leaves stops it, and one that comes later waits for
+      its record (and cancels the next lesson). Nothing goes out after an unsubscribe has
+      committed. Recording, committing and checking the next message is one round trip.
+    - SQLite: one writer at a time, so nothing can be held through a send. The check is
+      committed before the send, with a fresh lease; an unsubscribe saved after it lets
+      that one message go out, and the record reads the reader again, so nothing after it.
+    """
+
+    def __init__(
+        self,
+        sender: Sender,
+        store: DeliveryStore,
+        conn: Connection,
+        courses: Catalogue,
+        received: dict[int, set[int]],
+        pending: queue.SimpleQueue[Claimed],
+        count: Callable[[Outcome], None],
+    ) -> None:
+        self.sender, self.store, self.conn = sender, store, conn
+        self.courses, self.received, self.pending, self.count = courses, received, pending, count
+
+    def run(self) -> None:
+        """Send until the batch is done (or the sender stops)."""
+        ready = self._next(None, in_transaction=False)
+        while ready is not None:
+            ready = self._send(ready)
+
+    def _take(self) -> _Ready | None:
+        """The next claimed delivery, prepared; None when the batch is done. When the
+        sender is stopping, the rest of the batch is handed back at once."""
+        try:
+            item = self.pending.get_nowait()
+        except queue.Empty:
+            return None
+        sender = self.sender
+        if sender.stopping.is_set():
+            rest = [item.id]
+            while True:
+                try:
+                    rest.append(self.pending.get_nowait().id)
+                except queue.Empty:
+                    break
+            sender._release(rest)
+            return None
+        return sender._prepare(item, self.courses, self.received.get(item.subscriber_id, set()))
+
+    def _next(self, ready: _Ready | None, *, in_transaction: bool) -> _Ready | None:
+        """The next delivery that passes its check (``ready``, or the ones after it), with
+        its transaction as the regime wants it; None when none is left."""
+        store, sender = self.store, self.sender
+        if ready is None:
+            ready = self._take()
+        while ready is not None:
+            try:
+                if not in_transaction:
+                    store.begin()
+                in_transaction = True
+                go = sender._check(store, ready)
+                if go and ready.error is None and not store.locks:
+                    # A full lease from now: the send may take up to the SMTP timeouts,
+                    # which the lease outlasts (Settings.problems).
+                    lease = timedelta(seconds=sender.settings.claim_lease_seconds)
+                    store.renew(ready.item.id, sender.clock() + lease)
+                if go and ready.error is None and store.locks:
+                    return ready  # the transaction, and its locks, stay open through the send
+                store.commit()
+                in_transaction = False
+                if go:
+                    if ready.error is None:
+                        return ready
+                    self.count(self._unbuildable(ready))
+                else:
+                    self.count(Outcome.SKIPPED)
+            except Exception as exc:
+                self.count(self._unexpected(ready, exc))
+                in_transaction = False
+            ready = self._take()
+        if in_transaction:
+            store.commit()
+        return None
+
+    def _send(self, ready: _Ready) -> _Ready | None:
+        """Send ``ready`` (checked), record it, and return the next checked delivery."""
+        sender, store, item = self.sender, self.store, ready.item
+        assert ready.message is not None
+        following: _Ready | None = None
+        try:
+            if sender.throttle is not None:
+                sender.throttle.wait(sender.stopping)
+            envelope = envelope_sender(sender.settings, item.id)  # per delivery with VERP
+            answer = start_send(self.conn, envelope, envelope_address(item.email), ready.message)
+            following = self._take()  # built while the relay reads this one
+            answer()
+        except DeliveryError as exc:
+            store.rollback()  # PostgreSQL: let go of the locks before recording elsewhere
+            try:
+                outcome = sender._record_failure(store, ready, exc)
+            except Exception as error:
+                outcome = self._unexpected(ready, error)
+            self.count(outcome)
+            return self._next(following, in_transaction=False)
+        except Exception as exc:
+            self.count(self._unexpected(ready, exc))
+            return self._next(following, in_transaction=False)
+        try:
+            if store.locks:
+                status = ready.status  # locked since the check: it cannot have changed
+            else:
+                store.begin()
+                status = store.reader_status(item.subscriber_id)
+            if status is not None:  # None: erased while the message was out
+                sender._record_sent(store, ready, status)
+            if store.locks:
+                store.commit()  # goes out with the next check, in one round trip
+            self.count(Outcome.SENT)
+        except Exception as exc:
+            self.count(self._unexpected(ready, exc))
+            if following is not None:
+                sender._release([following.item.id])
+            return self._next(None, in_transaction=False)
+        return self._next(following, in_transaction=not store.locks)
+
+    def _unbuildable(self, ready: _Ready) -> Outcome:
+        """A broken or missing lesson or template. It counts as an attempt with its error,
+        and is looked at again soon (the practice may be fixing it): after the retry window
+        it fails visibly, like any other failure."""
+        log.warning("delivery=%s cannot be built: %s", ready.item.id, ready.error)
+        return self.sender._record_transient(
+            ready.item.id, f"cannot build the message: {ready.error}", max_wait=BROKEN_CONTENT_WAIT
+        )
+
+    def _unexpected(self, ready: _Ready, exc: Exception) -> Outcome:
+        """One odd message (a database hiccup, a bug) must not stop the batch, nor loop
+        unseen: it counts as an attempt with its error."""
+        log.error("delivery=%s could not be sent or recorded", ready.item.id, exc_info=exc)
+        try:
+            self.store.rollback()
+        except Exception:
+            log.exception("the sender's database connection failed")
+        return self.sender._record_error(ready.item.id, exc)

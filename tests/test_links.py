@@ -24,7 +24,7 @@ from course.models import (
     Subscriber,
     SubscriberStatus,
 )
-from course.sending import Sender
+from course.sending import Sender, TickResult
 from course.tokens import Signer
 from tests.conftest import outbox_messages
 from tests.helpers import confirm_like_a_person, link, local_path, parse, text_part
@@ -365,11 +365,9 @@ def test_unsubscribe_stops_a_lesson_already_claimed_in_a_running_batch(
     assert len(claimed) == 1
     client.post(reader.url("unsubscribe"), data={"List-Unsubscribe": "One-Click"})
     before = len(outbox_messages(settings))
-    [item] = sender._load(claimed)
-    with sender.transport.open() as conn, sender.engine.connect() as db:
-        received = sender._received({item.subscriber_id}).get(item.subscriber_id, set())
-        outcome = sender._deliver(db, item, conn, sender.library.current(), received)
-    assert outcome == "skipped"
+    result = TickResult()
+    sender._send_batch(claimed, sender.library.current(), result)
+    assert (result.skipped, result.sent) == (1, 0)
     assert len(outbox_messages(settings)) == before
 
 

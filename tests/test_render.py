@@ -169,3 +169,40 @@ def test_the_parts_decode_to_exactly_what_was_filled_in(
     data = renderer.build("lesson", 3, READER, lessons, NOW)
     assert text_part(data).replace("\r\n", "\n") == text.replace("\r\n", "\n")
     assert html_part(data).replace("\r\n", "\n") == html.replace("\r\n", "\n")
+
+
+# -- quoted-printable line by line ---------------------------------------------------------
+
+_LINE_TEXT = st.lists(
+    st.sampled_from([*"ab =.\t\r\n€é@_", "@@name@@", "@@url@@", " \n", "x" * 90]), max_size=60
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(body=_LINE_TEXT, name=st.text(max_size=30), url=st.text(max_size=120))
+def test_encoding_line_by_line_gives_the_bytes_of_encoding_the_whole_body(
+    body: str, name: str, url: str
+) -> None:
+    from course.render import CompiledEmail, _qp
+
+    compiled = CompiledEmail.build("Subject", body, body, frozenset({"name", "url"}))
+    values = {"name": name, "url": url}
+    html_body, text_body = compiled.fill(values)
+    assert compiled.encoded(values) == (_qp(html_body), _qp(text_body))
+
+
+def test_a_lesson_message_has_the_bodies_of_the_whole_body_encoding(
+    renderer: Renderer, lessons: PublishedCourse
+) -> None:
+    from course.render import _qp
+
+    reader = Reader("pid-1234", "ana@example.org", "Ana = Ünal", "DE")
+    now = datetime(2026, 11, 26, 8, tzinfo=UTC)
+    message = renderer.build("lesson", 1, reader, lessons, now)
+    compiled = renderer.compiled("lesson", 1, lessons, "DE")
+    values = renderer.slot_values(compiled.slots | {"unsubscribe_url"}, reader, "lesson", 1)
+    html_body, text_body = compiled.fill(values)
+    assert _qp(text_body) in message and _qp(html_body) in message
+    # Most of the message is encoded once per lesson, not per reader.
+    assert sum(isinstance(p, bytes) for p in compiled.html_qp) >= 2
+    assert parse(message).get_content_type() == "multipart/alternative"

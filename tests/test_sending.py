@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -306,15 +307,25 @@ def test_erasing_a_reader_mid_send_does_not_stop_the_batch(
     enrol(settings, clock, "stays@example.com")
     sessions = sessions_for(settings.database_url)
 
+    erasing: list[threading.Thread] = []
+
+    def erase_now() -> None:
+        with sessions() as s, s.begin():
+            erase(s, by_public_id(s, gone), settings.secret_keys, clock())
+
     class EraseOnSend(MemoryTransport):
         def send(self, envelope_from: str, to: str, message: bytes) -> None:
             super().send(envelope_from, to, message)
             if to == "gone@example.com":
-                with sessions() as s, s.begin():
-                    erase(s, by_public_id(s, gone), settings.secret_keys, clock())
+                # A web request of its own: on PostgreSQL it waits for the message in
+                # flight to be recorded (the sender holds the reader's row meanwhile).
+                erasing.append(threading.Thread(target=erase_now))
+                erasing[0].start()
 
     eraser = EraseOnSend()
     result = make_sender(settings, eraser, clock).tick()
+    erasing[0].join(timeout=30)
+    assert not erasing[0].is_alive()
     assert sorted(t for t, _ in eraser.sent) == ["gone@example.com", "stays@example.com"]
     assert result.sent == 2
     assert [d.status for d in rows(settings) if d.kind == "lesson" and d.number == 1] == [

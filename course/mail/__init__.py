@@ -35,6 +35,7 @@ Both timeouts must be positive numbers; anything else is refused when the URL is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -74,6 +75,21 @@ class PermanentError(DeliveryError):
 class Connection(Protocol):
     def send(self, envelope_from: str, to: str, message: bytes) -> None:
         """Hand one finished message to the server, or raise a :class:`DeliveryError`."""
+
+
+def start_send(conn: Connection, envelope_from: str, to: str, message: bytes) -> Callable[[], None]:
+    """Begin sending ``message`` and return the wait for the server's answer, which raises
+    what :meth:`Connection.send` raises.
+
+    A connection that can split the two (course.mail.pipelining) returns once the last
+    byte is written, so the caller can work while the server reads; for any other, the
+    whole send happens in the wait.
+    """
+    start = getattr(conn, "start", None)
+    if start is not None:
+        finish: Callable[[], None] = start(envelope_from, to, message)
+        return finish
+    return lambda: conn.send(envelope_from, to, message)
 
 
 class Transport(Protocol):

@@ -44,7 +44,7 @@ import hmac
 import re
 import smtplib
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NoReturn
@@ -102,6 +102,15 @@ class PipeliningConnection:
 
     def send(self, envelope_from: str, to: str, message: bytes) -> None:
         """Send one message; classify failures as transient, permanent or maybe delivered."""
+        self.start(envelope_from, to, message)()
+
+    def start(self, envelope_from: str, to: str, message: bytes) -> Callable[[], None]:
+        """Send one message up to its last byte and return what waits for the relay's
+        answer (and raises as :meth:`send` does).
+
+        The sender builds its next message between the two: the relay reads and stores
+        this one meanwhile (course.sending overlaps the two that way).
+        """
         data = _data_block(message)
         for attempt in (1, 2):
             reused = self._client is not None
@@ -125,8 +134,8 @@ class PipeliningConnection:
                 if reused and attempt == 1:
                     continue
                 raise closing.error from None
-            self._data(client, data, pipelined)
-            return
+            return self._data(client, data, pipelined)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _envelope(self, client: _Client, envelope_from: str, to: str, size: int) -> bool:
         """MAIL FROM and RCPT TO; with PIPELINING, DATA goes in the same write. Returns
@@ -169,8 +178,11 @@ class PipeliningConnection:
             self._refused(client, code, classified, pending=1 if pipelined else 0)
         return pipelined
 
-    def _data(self, client: _Client, data: bytes, pipelined: bool) -> None:
-        """The DATA phase, under ``data_timeout``: a timeout or a drop is MaybeDelivered."""
+    def _data(self, client: _Client, data: bytes, pipelined: bool) -> Callable[[], None]:
+        """The DATA phase, under ``data_timeout``: a timeout or a drop is MaybeDelivered.
+
+        Sends the data and returns the wait for the final reply (or, when DATA itself was
+        refused, a wait that raises the refusal)."""
         settings = self.transport.settings
         client.sock.settimeout(settings.data_timeout)
         try:
@@ -179,23 +191,42 @@ class PipeliningConnection:
             code, reply = client.reply()
             if code == 354:  # otherwise DATA itself was refused: no data was sent
                 client.write(data)
-                code, reply = client.reply()
         except (OSError, _Broken) as exc:
-            # A timeout or a drop during DATA: the relay may have stored the message and
-            # not answered (yet). Sending it again now could deliver it twice.
-            self._drop()
-            raise MaybeDelivered(
-                f"maybe delivered: the connection broke or timed out during DATA"
-                f" ({type(exc).__name__}: {exc}); not resent at once"
-            ) from exc
-        finally:
-            if self._client is client:
-                client.sock.settimeout(settings.timeout)
-        if code != 250:
+            self._maybe_delivered(client, exc)
+        if code != 354:
+            self._restore_timeout(client)
+            self._answered(client, code, reply)
+
+        def finish() -> None:
             try:
-                self._refused(client, code, _classify(code, reply))
-            except _Closing as closing:
-                raise closing.error from None
+                code, reply = client.reply()
+            except (OSError, _Broken) as exc:
+                self._maybe_delivered(client, exc)
+            self._restore_timeout(client)
+            if code != 250:
+                self._answered(client, code, reply)
+
+        return finish
+
+    def _maybe_delivered(self, client: _Client, exc: Exception) -> NoReturn:
+        # A timeout or a drop during DATA: the relay may have stored the message and not
+        # answered (yet). Sending it again now could deliver it twice.
+        self._drop()
+        raise MaybeDelivered(
+            f"maybe delivered: the connection broke or timed out during DATA"
+            f" ({type(exc).__name__}: {exc}); not resent at once"
+        ) from exc
+
+    def _restore_timeout(self, client: _Client) -> None:
+        if self._client is client:
+            client.sock.settimeout(self.transport.settings.timeout)
+
+    def _answered(self, client: _Client, code: int, reply: bytes) -> NoReturn:
+        """A refusal at DATA or after the data, classified; RSET keeps the connection."""
+        try:
+            self._refused(client, code, _classify(code, reply))
+        except _Closing as closing:
+            raise closing.error from None
 
     def _refused(
         self,
