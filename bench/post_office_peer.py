@@ -1,8 +1,8 @@
 """The peer row: django-post_office sending the same lesson to the same sink, on PostgreSQL.
 
 Run by ``bench.throughput`` as its own process (so that it can be pinned to a CPU), only
-when ``django-post_office`` is importable; it is not a dependency of the project:
-``.venv/bin/pip install django-post_office`` before ``make bench`` to get the row.
+when ``django-post_office`` is importable; an optional extra, never a dependency of the
+product: ``.venv/bin/pip install -e '.[bench]'`` before ``make bench`` to get the row.
 
 ``python -m bench.post_office_peer PORT SCHEMA MESSAGE_FILE N WORKDIR`` configures Django
 against the PostgreSQL schema SCHEMA (of ``COURSE_BENCH_POSTGRES_URL``), creates
