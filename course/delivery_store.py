@@ -48,17 +48,18 @@ _CHECK = (
     .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
     .where(Delivery.id == bindparam("did"))
 )
-# PostgreSQL locks through the send: the reader first (FOR SHARE: an unsubscribe, a pause
-# or an erasure waits for the message in flight), then the delivery (no other sender takes
-# it). Reader before delivery is the order the web's changes take too, so the two cannot
-# deadlock.
-_LOCK_READER = (
-    select(Subscriber.status).where(Subscriber.id == bindparam("sid")).with_for_update(read=True)
-)
-_LOCK_DELIVERY = (
-    select(Delivery.status, Delivery.claimed_by)
+# PostgreSQL locks through the send, in one statement: the reader (FOR SHARE: an
+# unsubscribe, a pause or an erasure waits for the message in flight), then the delivery
+# (no other sender takes it). PostgreSQL takes the locks in the order of the clauses, so
+# the reader's first: the order the web's changes take too, so the two cannot deadlock
+# (tests/test_delivery_store.py shows the order).
+_LOCK = (
+    select(Delivery.status, Delivery.claimed_by, Subscriber.status)
+    .select_from(Subscriber)
+    .join(Delivery, Delivery.subscriber_id == Subscriber.id)
     .where(Delivery.id == bindparam("did"))
-    .with_for_update(key_share=True)
+    .with_for_update(of=[Subscriber], read=True)
+    .suffix_with("FOR NO KEY UPDATE OF deliveries")
 )
 _CANCEL = (
     update(Delivery)
@@ -109,15 +110,20 @@ class Compiled:
     convert: tuple[tuple[str, Callable[[Any], Any]], ...]
 
     @classmethod
-    def of(cls, statement: ClauseElement, dialect: Dialect) -> Compiled:
-        """Compile ``statement`` for ``dialect``."""
+    def of(
+        cls, statement: ClauseElement, dialect: Dialect, defaults_of: ClauseElement | None = None
+    ) -> Compiled:
+        """Compile ``statement`` for ``dialect``. ``defaults_of``: the INSERT whose column
+        defaults it needs (SQLAlchemy does not report them for an INSERT with a CTE)."""
         compiled = statement.compile(dialect=dialect)
         assert isinstance(compiled, SQLCompiler)
+        plain = compiled if defaults_of is None else defaults_of.compile(dialect=dialect)
+        assert isinstance(plain, SQLCompiler)
         # What SQLAlchemy bound itself (a status, a NULL, a 0); the rest come per call.
         constants = {
             k: _plain(v) for k, v in compiled.params.items() if not compiled.binds[k].required
         }
-        for column in (*compiled.insert_prefetch, *compiled.update_prefetch):
+        for column in (*plain.insert_prefetch, *plain.update_prefetch):
             default = column.default
             if default is None or not getattr(default, "is_scalar", False):
                 raise ValueError(f"{column} needs a scalar default to run on the hot path")
@@ -194,6 +200,11 @@ class DeliveryStore:
         """Queue (or hold) an email: course.subscriptions.upsert_lesson's parameters."""
         self._run("queue", params)
 
+    def sent_and_queue(self, delivery_id: int, now: datetime, params: dict[str, object]) -> None:
+        """:meth:`mark_sent` and :meth:`queue` the next lesson (the common case)."""
+        self.mark_sent(delivery_id, now)
+        self.queue(params)
+
     def complete(self, subscriber_id: int, now: datetime) -> bool:
         """Mark an active reader's course completed; whether this call did it."""
         raise NotImplementedError
@@ -204,19 +215,25 @@ class DeliveryStore:
 
 
 def _compiled_for(dialect: Dialect) -> dict[str, Compiled]:
+    upsert = upsert_lesson(dialect.name)
     statements: dict[str, ClauseElement] = {
         "check": _CHECK,
-        "lock_reader": _LOCK_READER,
-        "lock_delivery": _LOCK_DELIVERY,
+        "lock": _LOCK,
         "reader_status": _READER_STATUS,
         "renew": _RENEW,
         "cancel": _CANCEL,
         "sent": _MARK_SENT,
         "sent_noted": _MARK_SENT_NOTED,
-        "queue": upsert_lesson(dialect.name),
+        "queue": upsert,
         "complete": _COMPLETE,
     }
-    return {name: Compiled.of(stmt, dialect) for name, stmt in statements.items()}
+    compiled = {name: Compiled.of(stmt, dialect) for name, stmt in statements.items()}
+    if dialect.name == "postgresql":
+        # Record the send and queue the next lesson in one statement (a data-modifying
+        # CTE, which SQLite does not have).
+        both = upsert.add_cte(_MARK_SENT.cte("sent"))
+        compiled["sent_queue"] = Compiled.of(both, dialect, defaults_of=upsert)
+    return compiled
 
 
 class SqliteStore(DeliveryStore):
@@ -293,15 +310,12 @@ class PostgresStore(DeliveryStore):
         self._pipeline.sync()
 
     def check(self, delivery_id: int, subscriber_id: int) -> Check | None:
-        reader = self._send("lock_reader", {"sid": subscriber_id})
-        delivery = self._send("lock_delivery", {"did": delivery_id})
-        reader_row = reader.fetchone()  # waits for everything sent before: one round trip
-        delivery_row = delivery.fetchone()
-        if delivery_row is None:
-            return None
-        return Check(
-            delivery_row[0], delivery_row[1], None if reader_row is None else reader_row[0]
-        )
+        # Waits for everything sent before it (a record, COMMIT, BEGIN): one round trip.
+        row = self._send("lock", {"did": delivery_id}).fetchone()
+        return None if row is None else Check(*row)
+
+    def sent_and_queue(self, delivery_id: int, now: datetime, params: dict[str, object]) -> None:
+        self._run("sent_queue", {**params, "did": delivery_id, "now": now})
 
     def reader_status(self, subscriber_id: int) -> str | None:
         row = self._send("reader_status", {"sid": subscriber_id}).fetchone()

@@ -550,7 +550,11 @@ class Sender:
         follow-up."""
         item, course = ready.item, ready.course
         now = self.clock()
-        store.mark_sent(item.id, now, keep_error=keep_error)
+        key: int | None = None
+        if course is not None and item.generation == 0 and item.kind == DeliveryKind.LESSON:
+            key = course.content.next_for(ready.received | {item.number})
+        if key is None or course is None or keep_error:
+            store.mark_sent(item.id, now, keep_error=keep_error)
         if course is None or item.generation > 0:
             return  # an operator's re-send: the course moves on as it is
         if item.kind == DeliveryKind.COMPLETION:
@@ -559,8 +563,6 @@ class Sender:
             return
         if item.kind != DeliveryKind.LESSON:
             return  # a confirmation or the follow-up: nothing comes after
-        received = ready.received | {item.number}
-        key = course.content.next_for(received)
         if key is None:
             self._finish(store, item, course, now)
             return
@@ -572,15 +574,17 @@ class Sender:
         next_status = (
             DeliveryStatus.QUEUED if status == SubscriberStatus.ACTIVE else DeliveryStatus.CANCELLED
         )
-        store.queue(
-            lesson_params(
-                item.subscriber_id,
-                key,
-                not_before(due, item.snoozed_until, rhythm),
-                next_status,
-                run=item.run,
-            )
+        params = lesson_params(
+            item.subscriber_id,
+            key,
+            not_before(due, item.snoozed_until, rhythm),
+            next_status,
+            run=item.run,
         )
+        if keep_error:
+            store.queue(params)  # marked sent above, keeping its note
+        else:
+            store.sent_and_queue(item.id, now, params)  # one statement on PostgreSQL
 
     def _finish(
         self, store: DeliveryStore, item: Claimed, course: PublishedCourse, now: datetime

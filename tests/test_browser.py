@@ -87,6 +87,8 @@ def live_app(tmp_path: Path, booking_site: str) -> Iterator[tuple[str, dict[str,
     env = {k: v for k, v in os.environ.items() if not k.startswith("COURSE_")}
     env.update(
         COURSE_ENV="development",
+        # The development keys land here, not in ./instance of whoever runs the tests.
+        COURSE_INSTANCE_DIR=str(tmp_path / "instance"),
         COURSE_DATABASE_URL=f"sqlite:///{tmp_path / 'course.db'}",
         COURSE_MAIL_URL=f"outbox:{tmp_path / 'outbox'}",
         COURSE_SECRET_KEY="browser-test-secret-key-0123456789abcdef",
