@@ -52,7 +52,7 @@ from urllib.request import urlopen
 
 from sqlalchemy import create_engine, func, select
 
-from bench.common import DATA_KEY, SECRET, database, free_port
+from bench.common import DATA_KEY, SECRET, database, free_port, tail
 from course.models import Delivery, DeliveryKind, SignupRequest, Subscriber
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,13 +151,6 @@ def gunicorn_command(app: str, port: int, workers: int) -> list[str]:
     ]
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 @contextmanager
 def serve(app: str, env: dict[str, str], workers: int, log_path: Path) -> Iterator[str]:
     """gunicorn serving ``app``; yields its base URL once it answers, stops it afterwards."""
@@ -175,7 +168,7 @@ def serve(app: str, env: dict[str, str], workers: int, log_path: Path) -> Iterat
             deadline = time.monotonic() + 60
             while True:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"gunicorn {app} exited:\n{_tail(log_path)}")
+                    raise RuntimeError(f"gunicorn {app} exited:\n{tail(log_path)}")
                 try:
                     with urlopen(f"{base}/subscribe", timeout=2):
                         break
@@ -184,7 +177,7 @@ def serve(app: str, env: dict[str, str], workers: int, log_path: Path) -> Iterat
                 except OSError:
                     if time.monotonic() > deadline:
                         raise RuntimeError(
-                            f"gunicorn {app} did not answer:\n{_tail(log_path)}"
+                            f"gunicorn {app} did not answer:\n{tail(log_path)}"
                         ) from None
                     time.sleep(0.2)
             yield base

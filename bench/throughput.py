@@ -43,7 +43,7 @@ from typing import IO, Any
 
 from sqlalchemy import create_engine, func, select, update
 
-from bench.common import course_env, database, free_port, pg_schema, pinned, seed, smtp_sink
+from bench.common import course_env, database, free_port, pg_schema, pinned, seed, smtp_sink, tail
 from course.models import Delivery, DeliveryStatus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,13 +142,6 @@ def raw_sample(port: int, message_file: Path, messages: int, cpu: int | None) ->
     return messages / float(json.loads(out.stdout)["seconds"])
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 @contextmanager
 def _schedulers(
     variant: Variant, url: str, port: int, cpu: int | None, logs: list[Path]
@@ -205,9 +198,9 @@ def course_sample(
                 while not all("tick worker=" in log.read_text(errors="replace") for log in logs):
                     for proc, log in zip(procs, logs, strict=True):
                         if proc.poll() is not None:
-                            raise RuntimeError(f"course scheduler exited:\n{_tail(log)}")
+                            raise RuntimeError(f"course scheduler exited:\n{tail(log)}")
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"course scheduler did not tick:\n{_tail(logs[0])}")
+                        raise RuntimeError(f"course scheduler did not tick:\n{tail(logs[0])}")
                     time.sleep(0.05)
                 with engine.begin() as conn:
                     conn.execute(
@@ -237,11 +230,11 @@ def _wait_sent(
                 return last if last.tzinfo else last.replace(tzinfo=UTC)
         for proc, log in zip(procs, logs, strict=True):
             if proc.poll() is not None:
-                raise RuntimeError(f"course scheduler exited:\n{_tail(log)}")
+                raise RuntimeError(f"course scheduler exited:\n{tail(log)}")
         if count != done:
             done, progress = count, time.monotonic()
         elif time.monotonic() - progress > STALL_SECONDS:
-            raise RuntimeError(f"stalled at {count} of {messages} sent:\n{_tail(logs[0])}")
+            raise RuntimeError(f"stalled at {count} of {messages} sent:\n{tail(logs[0])}")
         time.sleep(0.1)
 
 
@@ -273,7 +266,7 @@ def peer_sample(
         assert proc.stdin is not None and proc.stdout is not None
         try:
             if proc.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"post_office peer did not start:\n{_tail(log)}")
+                raise RuntimeError(f"post_office peer did not start:\n{tail(log)}")
             proc.stdin.write("go\n")
             proc.stdin.flush()
             line = proc.stdout.readline()
@@ -283,7 +276,7 @@ def peer_sample(
                 proc.kill()
                 proc.wait()
     if not line:
-        raise RuntimeError(f"post_office peer failed:\n{_tail(log)}")
+        raise RuntimeError(f"post_office peer failed:\n{tail(log)}")
     log.unlink(missing_ok=True)
     out = json.loads(line)
     if out["sent"] != messages:

@@ -67,29 +67,20 @@ _CANCEL = (
     .values(status=DeliveryStatus.CANCELLED, claimed_by=None)
 )
 _RENEW = update(Delivery).where(Delivery.id == bindparam("did")).values(due_at=bindparam("due"))
+_SENT_VALUES: dict[str, Any] = {
+    "status": DeliveryStatus.SENT,
+    # The first time it reached the reader; an operator's re-send keeps that date.
+    "sent_at": func.coalesce(Delivery.sent_at, bindparam("now", type_=UTCDateTime)),
+    "claimed_by": None,
+}
 _MARK_SENT = (
     update(Delivery)
     .where(Delivery.id == bindparam("did"))
-    .values(
-        status=DeliveryStatus.SENT,
-        # The first time it reached the reader; an operator's re-send keeps that date.
-        sent_at=func.coalesce(Delivery.sent_at, bindparam("now", type_=UTCDateTime)),
-        claimed_by=None,
-        attempts=Delivery.attempts + 1,
-        last_error=None,
-    )
+    .values(**_SENT_VALUES, attempts=Delivery.attempts + 1, last_error=None)
 )
-#: The same, keeping ``last_error`` (a delivery counted as sent that the relay never
-#: acknowledged keeps saying so).
-_MARK_SENT_NOTED = (
-    update(Delivery)
-    .where(Delivery.id == bindparam("did"))
-    .values(
-        status=DeliveryStatus.SENT,
-        sent_at=func.coalesce(Delivery.sent_at, bindparam("now", type_=UTCDateTime)),
-        claimed_by=None,
-    )
-)
+#: The same, keeping ``last_error`` and ``attempts``: a delivery counted as sent that the
+#: relay never acknowledged keeps saying so (its attempts were counted as it went).
+_MARK_SENT_NOTED = update(Delivery).where(Delivery.id == bindparam("did")).values(**_SENT_VALUES)
 _COMPLETE = (
     update(Subscriber)
     .where(Subscriber.id == bindparam("sid"), Subscriber.status == SubscriberStatus.ACTIVE)
