@@ -12,7 +12,6 @@ import hashlib
 import logging
 import re
 import unicodedata
-import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,6 +45,7 @@ from course.models import (
 from course.progress import record_event
 from course.schedule import Rhythm, first_lesson_due, lesson_due, not_before, resume_due
 from course.schedule import send_hour as effective_send_hour
+from course.timezones import known_timezones
 
 log = logging.getLogger("course.subscriptions")
 
@@ -59,12 +59,6 @@ MAX_CONFIRMATIONS_PER_DAY = 3
 #: confirmation emails to that address.
 NEVER_AGAIN = timedelta(days=90)
 _SOURCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$")
-
-
-@cache
-def known_timezones() -> frozenset[str]:
-    """The IANA time zone names this machine knows."""
-    return frozenset(zoneinfo.available_timezones())
 
 
 class ValidationFailed(ValueError):

@@ -431,9 +431,32 @@ def test_changing_the_send_hour_and_zone_moves_the_next_lesson(
         {"send_hour": "24", "timezone": "UTC"},
         {"send_hour": "x", "timezone": "UTC"},
         {"send_hour": "8", "timezone": "Nowhere/City"},
+        # Names the tz database has that are not places (issue 17).
+        {"send_hour": "8", "timezone": "Factory"},
+        {"send_hour": "8", "timezone": "localtime"},
+        {"send_hour": "8", "timezone": "Etc/GMT+5"},
         {},
     ):
         assert client.post(me + "/schedule", data=bad).status_code == 400
+
+
+def test_the_zone_picker_offers_places_grouped_by_region_and_keeps_a_saved_alias(
+    client: FlaskClient, reader: Reader, sessions: sessionmaker[Session]
+) -> None:
+    me = reader.url("me")
+    page = client.get(me).get_data(as_text=True)
+    assert '<optgroup label="America">' in page and '<optgroup label="Europe">' in page
+    assert (
+        '<option value="America/Argentina/Buenos_Aires">Argentina – Buenos Aires</option>' in page
+    )
+    assert 'value="Factory"' not in page and 'value="localtime"' not in page
+    # A zone from signup that is an alias (a browser may send one) stays as it is.
+    with sessions() as s, s.begin():
+        s.scalars(select(Subscriber)).one().timezone = "US/Eastern"
+    page = client.get(me).get_data(as_text=True)
+    assert '<option value="US/Eastern" selected>US/Eastern (as saved)</option>' in page
+    kept = client.post(me + "/schedule", data={"send_hour": "9", "timezone": "US/Eastern"})
+    assert kept.status_code == 303
 
 
 def test_data_download_and_delete_with_confirmation(

@@ -129,13 +129,13 @@ from course.reports import (
 from course.schedule import parse_lesson_number
 from course.security import keyed_hash
 from course.subscriptions import (
-    known_timezones,
     pause,
     resend_lesson,
     resume,
     retry_failed,
     unsubscribe,
 )
+from course.timezones import may_choose
 from course.web.charts import bar_chart, stacked_bars
 from course.web.ratelimits import RateLimit, limit_endpoint
 
@@ -1059,7 +1059,7 @@ _ROLE_CHOICES = [(r.value, r.label) for r in (Role.ASSISTANT, Role.THERAPIST, Ro
 
 
 def _known_timezone(_form: FlaskForm, field: StringField) -> None:
-    if (field.data or "") not in known_timezones():
+    if not may_choose(field.data or ""):
         raise ValidationError("Use a time zone name such as Europe/Berlin.")
 
 

@@ -67,7 +67,6 @@ from course.subscriptions import (
     find_by_email,
     in_current_run,
     join_course,
-    known_timezones,
     next_queued_lesson,
     pause,
     resume,
@@ -78,6 +77,7 @@ from course.subscriptions import (
     unsubscribe,
     unsubscribe_everywhere,
 )
+from course.timezones import may_choose, zone_groups
 from course.tokens import InvalidToken
 from course.web.errors import error_response
 
@@ -514,7 +514,7 @@ def _progress_page(session: Session, subscriber: Subscriber, **extra: Any) -> st
         if subscriber.snoozed_until and subscriber.snoozed_until > utcnow()
         else "",
         send_hour=rhythm.hour,
-        zones=sorted(known_timezones()),
+        zones=zone_groups(),
         countries=_countries(),
         max_note=MAX_NOTE,
         tokens=_progress_tokens(subscriber),
@@ -717,7 +717,7 @@ def progress_schedule(token: str) -> ResponseReturnValue:
         tz = request.form.get("timezone", "")
         if hour is None:
             errors["send_hour"] = "Please choose an hour between 0 and 23."
-        if tz not in known_timezones():
+        if not may_choose(tz, subscriber.timezone):
             errors["timezone"] = "Please choose a time zone from the list."
         if errors:
             return _progress_page(session, subscriber, errors=errors), 400
