@@ -168,6 +168,10 @@ class DeliveryStore:
     def rollback(self) -> None:
         raise NotImplementedError
 
+    def settle(self) -> None:
+        """Wait until everything sent so far has run (before other connections write the
+        same rows: the pipeline's COMMIT must have let go of the locks)."""
+
     def check(self, delivery_id: int, subscriber_id: int) -> Check | None:
         """The delivery and its reader's status, or None when the delivery is gone."""
         raise NotImplementedError
@@ -298,6 +302,9 @@ class PostgresStore(DeliveryStore):
         except Exception:  # the error being rolled back, or one queued after it
             pass
         self._cursor.execute("ROLLBACK")
+        self._pipeline.sync()
+
+    def settle(self) -> None:
         self._pipeline.sync()
 
     def check(self, delivery_id: int, subscriber_id: int) -> Check | None:

@@ -768,6 +768,7 @@ class _Line:
                 if go:
                     if ready.error is None:
                         return ready
+                    store.settle()  # recorded on another connection: the locks must be gone
                     self.count(self._unbuildable(ready))
                 else:
                     self.count(Outcome.SKIPPED)
