@@ -138,8 +138,10 @@ def _qp_plan(body: str) -> _QpPlan:
 
 
 def _lines(body: str) -> list[str]:
-    """``body``'s lines with their LF ends (the last may have none); CRLF becomes LF."""
-    lines = body.replace("\r\n", "\n").split("\n")
+    """``body``'s lines with their LF ends (the last may have none). A CR stays as it is:
+    :func:`_qp` makes CRLF and CR line ends per line as it would for the whole body (a
+    CRLF pair never spans two lines)."""
+    lines = body.split("\n")
     ended = [line + "\n" for line in lines[:-1]]
     return ended + [lines[-1]] if lines[-1] else ended
 
@@ -183,8 +185,12 @@ def _address_header(name: str, address: str) -> str:
 
 
 def _qp(text: str) -> bytes:
-    """Quoted-printable with CRLF line endings (binascii: C speed, lines under 77)."""
-    data = text.replace("\r\n", "\n").encode("utf-8")
+    """Quoted-printable with CRLF line endings (binascii: C speed, lines under 77).
+
+    Every CRLF and bare CR becomes a line end first: a bare CR is not allowed in a message
+    (RFC 5322), and b2a_qp would otherwise pick CRLF or LF for the whole text from the
+    first line end it meets, so no line could be encoded on its own (_qp_plan)."""
+    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
     return binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
 
 
