@@ -328,7 +328,7 @@ def admin_group() -> None:
 
 
 def _check_timezone(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    from course.subscriptions import known_timezones
+    from course.timezones import known_timezones
 
     if value not in known_timezones():
         raise click.BadParameter(f"{value!r} is not an IANA time zone name such as Europe/Berlin")

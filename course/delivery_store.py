@@ -172,7 +172,7 @@ class DeliveryStore:
         """Wait until everything sent so far has run (before other connections write the
         same rows: the pipeline's COMMIT must have let go of the locks)."""
 
-    def check(self, delivery_id: int, subscriber_id: int) -> Check | None:
+    def check(self, delivery_id: int) -> Check | None:
         """The delivery and its reader's status, or None when the delivery is gone."""
         raise NotImplementedError
 
@@ -249,7 +249,7 @@ class SqliteStore(DeliveryStore):
         if self._raw.in_transaction:
             self._raw.execute("ROLLBACK")
 
-    def check(self, delivery_id: int, subscriber_id: int) -> Check | None:
+    def check(self, delivery_id: int) -> Check | None:
         row = self._run("check", {"did": delivery_id}).fetchone()
         return None if row is None else Check(*row)
 
@@ -307,7 +307,7 @@ class PostgresStore(DeliveryStore):
     def settle(self) -> None:
         self._pipeline.sync()
 
-    def check(self, delivery_id: int, subscriber_id: int) -> Check | None:
+    def check(self, delivery_id: int) -> Check | None:
         # Waits for everything sent before it (a record, COMMIT, BEGIN): one round trip.
         row = self._send("lock", {"did": delivery_id}).fetchone()
         return None if row is None else Check(*row)

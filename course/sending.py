@@ -463,7 +463,7 @@ class Sender:
         """Whether the claimed delivery may go now, inside the caller's transaction. When
         it may not, it is cancelled or replaced as the reason requires."""
         item = ready.item
-        row = store.check(item.id, item.subscriber_id)
+        row = store.check(item.id)
         if row is None or row.claimed_by != self.worker or row.status != DeliveryStatus.QUEUED:
             return False  # lost the lease to another sender, or cancelled meanwhile
         if row.subscriber_status not in _MAY_RECEIVE[DeliveryKind(item.kind)] or ready.removed:

@@ -62,7 +62,7 @@ def test_recording_a_send_with_the_next_lesson_is_what_the_two_statements_do(db_
         store = store_for(engine)
         try:
             store.begin()
-            check = store.check(did, sid)
+            check = store.check(did)
             assert check is not None and check.claimed_by == "me"
             assert check.subscriber_status == SubscriberStatus.ACTIVE
             params = lesson_params(sid, 2, NOW + timedelta(days=1), run=1)
@@ -112,7 +112,7 @@ def test_the_check_locks_the_reader_before_it_waits_for_the_delivery(db_url: str
     try:
         other.execute(text("SELECT 1 FROM deliveries WHERE id = :d FOR UPDATE"), {"d": did})
         store.begin()
-        checking = threading.Thread(target=store.check, args=(did, sid))
+        checking = threading.Thread(target=store.check, args=(did,))
         checking.start()
         time.sleep(0.5)  # the check now waits for the delivery's lock
         assert checking.is_alive()

@@ -140,7 +140,10 @@ def test_add_query(url: str, expected: str) -> None:
         alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp", "Cf")),
         min_size=1,
         max_size=60,
-    ).filter(lambda n: n.strip() == n and n.strip()),
+    )
+    # "=?" starts an encoded word: signup refuses it and the To header defuses it on
+    # purpose (course.render._address_header), so such a name does not round-trip.
+    .filter(lambda n: n.strip() == n and n.strip() and "=?" not in n),
 )
 def test_any_name_round_trips_through_the_to_header_and_both_parts(name: str) -> None:
     from course.config import Settings
