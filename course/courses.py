@@ -13,6 +13,7 @@ compiled once per version. Functions take a session and never commit.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,9 @@ from course.content import CompiledCourse, CourseContent, compile_content, conte
 from course.coursefiles import COURSE_FILE, SLUG, CourseMeta, read_course_folder
 from course.lessons import Lesson, LessonError, compile_lesson
 from course.models import Course, CourseStatus, CourseVersion
+
+#: How stale the list of open courses may be when a signup is checked against it.
+SIGNUP_CATALOGUE_SECONDS = 2.0
 
 
 class CourseProblem(ValueError):
@@ -101,6 +105,30 @@ class CourseLibrary:
         )
         self._lock = threading.Lock()
         self._compiled: dict[int, CompiledCourse] = {}
+        self._recent: tuple[float, Catalogue] | None = None
+
+    def recent(self, max_age: float = SIGNUP_CATALOGUE_SECONDS) -> Catalogue:
+        """The courses as read at most ``max_age`` seconds ago by this process.
+
+        For signups, which only ask which courses are open: a signup answers without
+        reading the ``courses`` table each time, and a course closed in the admin stops
+        taking signups in every worker within ``max_age``. Everything that sends, shows or
+        changes a course reads :meth:`current`.
+        """
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent
+        if recent is not None and now - recent[0] < max_age:
+            return recent[1]
+        catalogue = self.current()
+        with self._lock:
+            self._recent = (now, catalogue)
+        return catalogue
+
+    def forget_recent(self) -> None:
+        """Make the next :meth:`recent` read the table (this process changed a course)."""
+        with self._lock:
+            self._recent = None
 
     def current(self, session: Session | None = None) -> Catalogue:
         """The courses as they are in the database now."""

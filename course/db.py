@@ -48,7 +48,10 @@ def make_engine(url: str, *, asynchronous_commit: bool = False, **kwargs: Any) -
         def _sqlite_begin(conn: Any) -> None:
             # Read-only sessions (reports, exports) begin DEFERRED: in WAL mode they then
             # never block the sender or a signup, however long they read.
-            readonly = conn.get_execution_options().get("course_readonly", False)
+            options = conn.get_execution_options()
+            if options.get("isolation_level") == "AUTOCOMMIT":
+                return  # each statement is its own transaction (a signup's one insert)
+            readonly = options.get("course_readonly", False)
             conn.exec_driver_sql("BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE")
 
         return engine

@@ -19,7 +19,18 @@ from functools import cache
 from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Insert, and_, bindparam, case, delete, func, select, update
+from sqlalchemy import (
+    Connection,
+    Insert,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -240,10 +251,15 @@ def subscribe(
             created_at=now,
             confirm_count=0,
         )
+        # The caps are checked before the insert (a new address has no confirmations of
+        # its own yet), so the confirmation's fields go in with it: no UPDATE after.
+        allowed = caps is None or caps.allow(session, subscriber, now)
+        if allowed:
+            _count_confirmation(subscriber, now)
         session.add(subscriber)
         session.flush()
-        if caps is None or caps.allow(session, subscriber, now):
-            queue_confirmation(session, subscriber, now)
+        if allowed:
+            _queue_confirmation_delivery(session, subscriber, now)
         return subscriber
     if subscriber.status not in (
         SubscriberStatus.PENDING,
@@ -295,30 +311,30 @@ class ConfirmationCaps:
     def allow(self, session: Session, subscriber: Subscriber, now: datetime) -> bool:
         """Whether one more confirmation to this subscriber's mailbox is within the caps."""
         box = subscriber.mailbox or mailbox(subscriber.email)
-        same_mailbox = select(Subscriber.id).where(Subscriber.mailbox == box)
-        per_mailbox = session.scalar(
-            select(func.count())
-            .select_from(Delivery)
-            .where(
-                Delivery.subscriber_id.in_(same_mailbox),
-                Delivery.kind == DeliveryKind.CONFIRM,
-                Delivery.created_at > now - timedelta(days=1),
-            )
+        domain = box.rpartition("@")[2]
+        confirmations = (
+            select(func.count()).select_from(Delivery).where(Delivery.kind == DeliveryKind.CONFIRM)
         )
+        # Both counts in one round trip.
+        per_mailbox, per_domain = session.execute(
+            select(
+                confirmations.where(
+                    Delivery.subscriber_id.in_(
+                        select(Subscriber.id).where(Subscriber.mailbox == box)
+                    ),
+                    Delivery.created_at > now - timedelta(days=1),
+                ).scalar_subquery(),
+                confirmations.join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+                .where(
+                    Delivery.created_at > now - timedelta(hours=1),
+                    Subscriber.mailbox.endswith(f"@{domain}", autoescape=True),
+                )
+                .scalar_subquery(),
+            )
+        ).one()
         if int(per_mailbox or 0) >= self.per_mailbox_per_day:
             log.info("confirmation not sent reason=mailbox-cap")
             return False
-        domain = box.rpartition("@")[2]
-        per_domain = session.scalar(
-            select(func.count())
-            .select_from(Delivery)
-            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .where(
-                Delivery.kind == DeliveryKind.CONFIRM,
-                Delivery.created_at > now - timedelta(hours=1),
-                Subscriber.mailbox.endswith(f"@{domain}", autoescape=True),
-            )
-        )
         if int(per_domain or 0) >= self.per_domain_per_hour:
             log.warning("confirmation not sent reason=domain-cap domain=%s", domain)
             return False
@@ -327,8 +343,16 @@ class ConfirmationCaps:
 
 def queue_confirmation(session: Session, subscriber: Subscriber, now: datetime) -> None:
     """Queue a confirmation email; it goes out on the scheduler's next tick."""
+    _count_confirmation(subscriber, now)
+    _queue_confirmation_delivery(session, subscriber, now)
+
+
+def _count_confirmation(subscriber: Subscriber, now: datetime) -> None:
     subscriber.confirm_count = (subscriber.confirm_count or 0) + 1
     subscriber.confirm_sent_at = now
+
+
+def _queue_confirmation_delivery(session: Session, subscriber: Subscriber, now: datetime) -> None:
     session.add(
         Delivery(
             subscriber_id=subscriber.id,
@@ -942,46 +966,60 @@ def retry_failed(
 # -- signup requests ----------------------------------------------------------------------
 
 
-def store_signup_request(session: Session, data: SignupData, now: datetime) -> int:
+def store_signup_request(db: Connection | Session, data: SignupData, now: datetime) -> int:
     """Keep a validated signup for a decision made after the answer; returns its id.
 
     This one insert is all ``POST /subscribe`` does with the database before it answers,
-    whatever the address, so the answer's timing tells nothing about who is enrolled.
+    whatever the address, so the answer's timing tells nothing about who is enrolled. On a
+    connection in autocommit mode it is one statement and one round trip, durable when it
+    returns.
     """
     consent = data.consent
-    request = SignupRequest(
-        course_id=data.course_id,
-        email=data.email,
-        name=data.name,
-        timezone=data.timezone,
-        source=data.source,
-        consent_source=consent.source if consent else None,
-        consent_origin=consent.origin if consent else None,
-        consent_text_hash=consent.text_hash if consent else None,
-        created_at=now,
+    request_id = db.scalar(
+        insert(SignupRequest)
+        .values(
+            course_id=data.course_id,
+            email=data.email,
+            name=data.name,
+            timezone=data.timezone,
+            source=data.source,
+            consent_source=consent.source if consent else None,
+            consent_origin=consent.origin if consent else None,
+            consent_text_hash=consent.text_hash if consent else None,
+            created_at=now,
+        )
+        .returning(SignupRequest.id)
     )
-    session.add(request)
-    session.flush()
-    return request.id
+    assert request_id is not None
+    return int(request_id)
 
 
 def take_signup_requests(
     session: Session, *, request_id: int | None = None, limit: int = 100
 ) -> list[SignupRequest]:
-    """Signup requests to decide now, oldest first, locked for this transaction (another
-    process deciding requests at the same time skips these)."""
-    query = select(SignupRequest).order_by(SignupRequest.id).limit(limit)
+    """Take signup requests to decide now, oldest first: deleted in this transaction and
+    returned (detached), so deciding and forgetting a request commit together. Another
+    process deciding requests at the same time skips these (PostgreSQL: SKIP LOCKED)."""
+    oldest = select(SignupRequest.id).order_by(SignupRequest.id).limit(limit)
     if request_id is not None:
-        query = query.where(SignupRequest.id == request_id)
+        oldest = oldest.where(SignupRequest.id == request_id)
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return list(session.scalars(query))
+        oldest = oldest.with_for_update(skip_locked=True)
+    columns = SignupRequest.__table__.c
+    rows = session.execute(
+        delete(SignupRequest)
+        .where(SignupRequest.id.in_(oldest.scalar_subquery()))
+        .returning(*columns)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted((SignupRequest(**row._mapping) for row in rows), key=lambda r: r.id)
 
 
 def decide_signup_request(
     session: Session, request: SignupRequest, settings: Settings, now: datetime
 ) -> None:
-    """Apply one stored signup (:func:`subscribe`) and forget the request."""
+    """Apply one stored signup (:func:`subscribe`); it was taken (deleted) with
+    :func:`take_signup_requests` in the same transaction."""
     consent = None
     if request.consent_source:
         if request.consent_text_hash == consent_text_hash(settings.signup_consent_text):
@@ -1006,4 +1044,3 @@ def decide_signup_request(
             settings.confirmations_per_domain_per_hour,
         ),
     )
-    session.delete(request)

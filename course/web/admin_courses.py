@@ -856,3 +856,12 @@ def course_revert(slug: str, number: int) -> ResponseReturnValue:
         "notice",
     )
     return redirect(url_for("admin.course_publish_review", slug=slug), code=303)
+
+
+@bp.after_request
+def _courses_may_have_changed(response: Response) -> Response:
+    """After a staff change, this process's signups see the courses as they are now
+    (other processes within ``SIGNUP_CATALOGUE_SECONDS``, see CourseLibrary.recent)."""
+    if request.method == "POST":
+        state().courses.forget_recent()
+    return response

@@ -241,7 +241,7 @@ def subscribe_view() -> ResponseReturnValue:
 
 def _course_named(slug: object) -> PublishedCourse | None:
     """The open course a signup names (none: the default course), or None."""
-    catalogue = state().courses.current()
+    catalogue = state().courses.recent()
     if slug in (None, ""):
         return catalogue.default()
     found = catalogue.by_slug(slug) if isinstance(slug, str) else None
@@ -396,8 +396,9 @@ def _record_signup(signup: SignupData) -> None:
     tick decides it (``course.scheduler``). Nothing is lost either way.
     """
     course = state()
-    with course.sessions() as session, session.begin():
-        request_id = store_signup_request(session, signup, utcnow())
+    # One autocommitted insert: no BEGIN and COMMIT round trips around it.
+    with course.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
+        request_id = store_signup_request(db, signup, utcnow())
 
     @after_this_request
     def _decide_later(response: Response) -> Response:
