@@ -20,6 +20,7 @@ A store only runs statements; which ones, in which transactions, is the sender's
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -142,9 +143,9 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, str) and hasattr(value, "value") else value
 
 
-class DeliveryStore:
+class DeliveryStore(ABC):
     """The hot-path statements on one database connection, taken from the engine's pool
-    for one batch (``close()`` gives it back)."""
+    for one batch (``close()`` gives it back). One subclass per database."""
 
     #: Whether a check locks the reader and the delivery until the transaction ends (so the
     #: lock can be held through the send).
@@ -155,27 +156,37 @@ class DeliveryStore:
         self._raw: Any = self._pooled.driver_connection
         self._statements = _compiled_for(engine.dialect)
 
+    @abstractmethod
     def _run(self, name: str, values: dict[str, Any]) -> Any:
         raise NotImplementedError
 
+    @abstractmethod
     def begin(self) -> None:
         """Start a transaction (on SQLite: take the write lock now)."""
         raise NotImplementedError
 
+    @abstractmethod
     def commit(self) -> None:
+        """Commit the transaction."""
         raise NotImplementedError
 
+    @abstractmethod
     def rollback(self) -> None:
+        """Roll the transaction back (and let go of its locks)."""
         raise NotImplementedError
 
     def settle(self) -> None:
         """Wait until everything sent so far has run (before other connections write the
-        same rows: the pipeline's COMMIT must have let go of the locks)."""
+        same rows: the pipeline's COMMIT must have let go of the locks). Nothing to wait
+        for where each statement runs when it is called."""
+        return None  # a hook: only the pipelining store has something to do
 
+    @abstractmethod
     def check(self, delivery_id: int) -> Check | None:
         """The delivery and its reader's status, or None when the delivery is gone."""
         raise NotImplementedError
 
+    @abstractmethod
     def reader_status(self, subscriber_id: int) -> str | None:
         """The reader's status now (None: erased)."""
         raise NotImplementedError
@@ -185,6 +196,7 @@ class DeliveryStore:
         self._run("renew", {"did": delivery_id, "due": due})
 
     def cancel(self, delivery_id: int) -> None:
+        """Cancel the delivery (the reader may no longer receive it)."""
         self._run("cancel", {"did": delivery_id})
 
     def mark_sent(self, delivery_id: int, now: datetime, *, keep_error: bool = False) -> None:
@@ -200,6 +212,7 @@ class DeliveryStore:
         self.mark_sent(delivery_id, now)
         self.queue(params)
 
+    @abstractmethod
     def complete(self, subscriber_id: int, now: datetime) -> bool:
         """Mark an active reader's course completed; whether this call did it."""
         raise NotImplementedError

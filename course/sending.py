@@ -550,22 +550,37 @@ class Sender:
         follow-up."""
         item, course = ready.item, ready.course
         now = self.clock()
-        key: int | None = None
-        if course is not None and item.generation == 0 and item.kind == DeliveryKind.LESSON:
-            key = course.content.next_for(ready.received | {item.number})
-        if key is None or course is None or keep_error:
-            store.mark_sent(item.id, now, keep_error=keep_error)
-        if course is None or item.generation > 0:
-            return  # an operator's re-send: the course moves on as it is
+        # An operator's re-send (generation > 0) records the send; the course moves on as
+        # it is.
+        course_moves = course is not None and item.generation == 0
+        next_key = (
+            course.content.next_for(ready.received | {item.number})
+            if course is not None and course_moves and item.kind == DeliveryKind.LESSON
+            else None
+        )
+        if course is not None and next_key is not None and not keep_error:
+            # The common case: one statement on PostgreSQL.
+            params = self._next_lesson(item, course, next_key, status, now)
+            store.sent_and_queue(item.id, now, params)
+            return
+        store.mark_sent(item.id, now, keep_error=keep_error)
+        if course is None or not course_moves:
+            return
         if item.kind == DeliveryKind.COMPLETION:
             if status == SubscriberStatus.COMPLETED:
                 self._queue_after(store, item, course, DeliveryKind.COMPLETION, now)
-            return
-        if item.kind != DeliveryKind.LESSON:
-            return  # a confirmation or the follow-up: nothing comes after
-        if key is None:
-            self._finish(store, item, course, now)
-            return
+        elif item.kind == DeliveryKind.LESSON:
+            if next_key is None:
+                self._finish(store, item, course, now)
+            else:
+                store.queue(self._next_lesson(item, course, next_key, status, now))
+        # A confirmation or the follow-up: nothing comes after.
+
+    def _next_lesson(
+        self, item: Claimed, course: PublishedCourse, key: int, status: str, now: datetime
+    ) -> dict[str, object]:
+        """The parameters that queue lesson ``key`` after ``item`` (course.subscriptions
+        .upsert_lesson's)."""
         lesson = course.content.get(key)
         rhythm = self._rhythm(item, course)
         due = lesson_due(now, lesson.delay_days if lesson else 1, rhythm)
@@ -574,17 +589,13 @@ class Sender:
         next_status = (
             DeliveryStatus.QUEUED if status == SubscriberStatus.ACTIVE else DeliveryStatus.CANCELLED
         )
-        params = lesson_params(
+        return lesson_params(
             item.subscriber_id,
             key,
             not_before(due, item.snoozed_until, rhythm),
             next_status,
             run=item.run,
         )
-        if keep_error:
-            store.queue(params)  # marked sent above, keeping its note
-        else:
-            store.sent_and_queue(item.id, now, params)  # one statement on PostgreSQL
 
     def _finish(
         self, store: DeliveryStore, item: Claimed, course: PublishedCourse, now: datetime
