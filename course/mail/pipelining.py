@@ -50,11 +50,17 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from course.mail import MaybeDelivered, PermanentError, TransientError
-from course.mail.smtp import SMTPTransport, _classify, _Closing
+from course.mail.connection import Closing, LazyConnection
+from course.mail.smtp import SMTPTransport, _classify
 
 _MAXLINE = 8192  # the longest reply line accepted (smtplib's limit)
 _MAX_CHALLENGES = 5  # AUTH challenges answered before giving up (smtplib's limit)
 _AUTH_ORDER = ("CRAM-MD5", "PLAIN", "LOGIN")  # smtplib's preference
+
+
+class _Broken(Exception):
+    """The connection is unusable: closed by the server, or it answered something else than
+    SMTP. Handled like :class:`OSError`."""
 
 
 @dataclass(frozen=True)
@@ -93,12 +99,23 @@ class PipeliningTransport:
             conn.close()
 
 
-class PipeliningConnection:
+class PipeliningConnection(LazyConnection["_Client"]):
     """A lazily opened connection that re-opens itself after a drop."""
 
+    lost = (OSError, _Broken)
+
     def __init__(self, transport: PipeliningTransport) -> None:
+        super().__init__()
         self.transport = transport
-        self._client: _Client | None = None
+
+    def _connect(self) -> _Client:
+        return self.transport.connect()
+
+    def _hang_up(self, client: _Client) -> None:
+        client.sock.close()
+
+    def _quit(self, client: _Client) -> None:
+        client.command(b"QUIT\r\n")
 
     def send(self, envelope_from: str, to: str, message: bytes) -> None:
         """Send one message; classify failures as transient, permanent or maybe delivered."""
@@ -112,37 +129,17 @@ class PipeliningConnection:
         this one meanwhile (course.sending overlaps the two that way).
         """
         data = _data_block(message)
-        for attempt in (1, 2):
-            reused = self._client is not None
-            if self._client is None:
-                self._client = self.transport.connect()
-            client = self._client
-            try:
-                pipelined = self._envelope(client, envelope_from, to, len(message))
-            except (OSError, _Broken) as exc:
-                # Nothing of the message went out yet (at most the DATA command, whose reply
-                # was not read): the connection went away between messages (idle timeout,
-                # server restart). Re-open once; a second failure is a real outage.
-                self._drop()
-                if attempt == 2:
-                    raise TransientError(f"connection lost: {exc}") from exc
-                continue
-            except _Closing as closing:
-                # 421 before DATA: the server closes the connection. On a connection kept
-                # from an earlier message this is usually its idle timeout: like a drop,
-                # re-open once. On a new connection the server really is unavailable.
-                if reused and attempt == 1:
-                    continue
-                raise closing.error from None
-            return self._data(client, data, pipelined)
-        raise AssertionError("unreachable")  # pragma: no cover
+        client, pipelined = self._envelope_on_open_connection(
+            lambda client: self._envelope(client, envelope_from, to, len(message))
+        )
+        return self._data(client, data, pipelined)
 
     def _envelope(self, client: _Client, envelope_from: str, to: str, size: int) -> bool:
         """MAIL FROM and RCPT TO; with PIPELINING, DATA goes in the same write. Returns
         whether it did (then the DATA reply is still to be read).
 
         A refusal raises its classified error after RSET, so the connection stays usable for
-        the next message (421 raises :class:`_Closing`). Connection errors pass through.
+        the next message (421 raises :class:`Closing`). Connection errors pass through.
         """
         options = ""
         if client.esmtp and "size" in client.features:
@@ -225,7 +222,7 @@ class PipeliningConnection:
         """A refusal at DATA or after the data, classified; RSET keeps the connection."""
         try:
             self._refused(client, code, _classify(code, reply))
-        except _Closing as closing:
+        except Closing as closing:
             raise closing.error from None
 
     def _refused(
@@ -237,7 +234,7 @@ class PipeliningConnection:
         pending: int = 0,
     ) -> NoReturn:
         """After a refused command: RSET so the connection can carry the next message, or,
-        for 421 (the server is closing the connection), drop it and raise :class:`_Closing`.
+        for 421 (the server is closing the connection), drop it and raise :class:`Closing`.
         Then raise ``error``.
 
         ``pending`` replies (to commands pipelined after the refused one) are read first.
@@ -246,7 +243,7 @@ class PipeliningConnection:
         """
         if code == 421:
             self._drop()
-            raise _Closing(error)
+            raise Closing(error)
         try:
             for _ in range(pending):
                 code, _reply = client.reply()
@@ -261,28 +258,6 @@ class PipeliningConnection:
         if code != 250:
             self._drop()
         raise error
-
-    def _drop(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.sock.close()
-            finally:
-                self._client = None
-
-    def close(self) -> None:
-        """Say QUIT if the connection is still up."""
-        if self._client is not None:
-            try:
-                self._client.command(b"QUIT\r\n")
-            except (OSError, _Broken):
-                pass
-            finally:
-                self._drop()
-
-
-class _Broken(Exception):
-    """The connection is unusable: closed by the server, or it answered something else than
-    SMTP. Handled like :class:`OSError`."""
 
 
 class _LoginFailed(Exception):

@@ -30,6 +30,7 @@ from typing import NoReturn
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from course.mail import MaybeDelivered, PermanentError, TransientError
+from course.mail.connection import Closing, LazyConnection
 
 
 @dataclass(frozen=True)
@@ -122,55 +123,58 @@ class SMTPTransport:
             conn.close()
 
 
-class SMTPConnection:
+class SMTPConnection(LazyConnection[smtplib.SMTP]):
     """A lazily opened connection that re-opens itself after a drop."""
 
+    lost = (OSError, smtplib.SMTPServerDisconnected)
+
     def __init__(self, transport: SMTPTransport) -> None:
+        super().__init__()
         self.transport = transport
-        self._client: smtplib.SMTP | None = None
+
+    def _connect(self) -> smtplib.SMTP:
+        return self.transport.connect()
+
+    def _hang_up(self, client: smtplib.SMTP) -> None:
+        client.close()
+
+    def _quit(self, client: smtplib.SMTP) -> None:
+        try:
+            client.quit()
+        except smtplib.SMTPException:
+            pass
 
     def send(self, envelope_from: str, to: str, message: bytes) -> None:
         """Send one message; classify failures as transient, permanent or maybe delivered."""
-        for attempt in (1, 2):
-            reused = self._client is not None
-            if self._client is None:
-                self._client = self.transport.connect()
-            client = self._client
-            try:
-                self._envelope(client, envelope_from, to, len(message))
-            except (OSError, smtplib.SMTPServerDisconnected) as exc:
-                # Nothing of the message went out yet: the connection went away between
-                # messages (idle timeout, server restart). Re-open once; a second failure
-                # is a real outage.
+        client, _ = self._envelope_on_open_connection(
+            lambda client: self._checked_envelope(client, envelope_from, to, len(message))
+        )
+        self._data(client, message)
+
+    def _checked_envelope(
+        self, client: smtplib.SMTP, envelope_from: str, to: str, size: int
+    ) -> None:
+        """:meth:`_envelope`, with smtplib's own errors classified (a lost connection
+        passes through, to be re-opened)."""
+        try:
+            self._envelope(client, envelope_from, to, size)
+        except smtplib.SMTPServerDisconnected:
+            raise
+        except smtplib.SMTPNotSupportedError as exc:
+            raise PermanentError(f"the relay does not support SMTPUTF8: {exc}") from exc
+        except smtplib.SMTPResponseException as exc:  # a malformed reply (smtplib closed)
+            if exc.smtp_code == 421 or client.sock is None:
                 self._drop()
-                if attempt == 2:
-                    raise TransientError(f"connection lost: {exc}") from exc
-                continue
-            except smtplib.SMTPNotSupportedError as exc:
-                raise PermanentError(f"the relay does not support SMTPUTF8: {exc}") from exc
-            except smtplib.SMTPResponseException as exc:  # a malformed reply (smtplib closed)
-                if exc.smtp_code == 421 or client.sock is None:
-                    self._drop()
-                raise _classify(exc.smtp_code, exc.smtp_error) from exc
-            except smtplib.SMTPException as exc:
-                self._drop()
-                raise TransientError(str(exc)) from exc
-            except _Closing as closing:
-                # 421 before DATA: the server closes the connection. On a connection kept
-                # from an earlier message this is usually its idle timeout (Postfix answers
-                # the next command with "421 ... timeout exceeded"): like a drop, re-open
-                # once. On a new connection the server really is unavailable.
-                if reused and attempt == 1:
-                    continue
-                raise closing.error from None
-            self._data(client, message)
-            return
+            raise _classify(exc.smtp_code, exc.smtp_error) from exc
+        except smtplib.SMTPException as exc:
+            self._drop()
+            raise TransientError(str(exc)) from exc
 
     def _envelope(self, client: smtplib.SMTP, envelope_from: str, to: str, size: int) -> None:
         """MAIL FROM and RCPT TO, as :meth:`smtplib.SMTP.sendmail` does them.
 
         A refusal raises its classified error after RSET, so the connection stays usable for
-        the next message (421 raises :class:`_Closing`). Connection errors pass through.
+        the next message (421 raises :class:`Closing`). Connection errors pass through.
         """
         client.ehlo_or_helo_if_needed()
         options: list[str] = []
@@ -214,18 +218,18 @@ class SMTPConnection:
         if code != 250:
             try:
                 self._refused(client, code, _classify(code, reply))
-            except _Closing as closing:
+            except Closing as closing:
                 raise closing.error from None
 
     def _refused(
         self, client: smtplib.SMTP, code: int, error: TransientError | PermanentError
     ) -> NoReturn:
         """After a refused command: RSET so the connection can carry the next message, or,
-        for 421 (the server is closing the connection), drop it and raise :class:`_Closing`.
+        for 421 (the server is closing the connection), drop it and raise :class:`Closing`.
         Then raise ``error``."""
         if code == 421:
             self._drop()
-            raise _Closing(error)
+            raise Closing(error)
         try:
             code, _reply = client.rset()
         except (OSError, smtplib.SMTPException):
@@ -233,31 +237,6 @@ class SMTPConnection:
         if code != 250:
             self._drop()
         raise error
-
-    def _drop(self) -> None:
-        if self._client is not None:
-            try:
-                self._client.close()
-            finally:
-                self._client = None
-
-    def close(self) -> None:
-        """Say QUIT if the connection is still up."""
-        if self._client is not None:
-            try:
-                self._client.quit()
-            except (smtplib.SMTPException, OSError):
-                pass
-            finally:
-                self._drop()
-
-
-class _Closing(Exception):
-    """A 421 reply: the server is closing the connection; ``error`` is the classified reply."""
-
-    def __init__(self, error: TransientError | PermanentError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 def _seconds(query: dict[str, list[str]], name: str, default: float) -> float:
