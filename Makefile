@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # `make run` and `make course` are development: SQLite, the mail outbox, a local key.
 DEV := COURSE_ENV=$${COURSE_ENV:-development}
 
-.PHONY: run course test lint types bench clean
+.PHONY: run course test lint types bench clean messages translations
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,20 @@ types: $(STAMP)
 # wrk packages. See docs/benchmarks.md.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Translations (docs/translating.md): `make messages` extracts every message into the
+# template and merges it into each language's .po; after translating, `make translations`
+# compiles the .mo files that ship (tests/test_i18n.py fails while they disagree).
+CATALOGS := course/translations
+messages: $(STAMP)
+	$(BIN)/pybabel extract --mapping-file babel.cfg --keywords lazy_gettext --no-location \
+		--project course --copyright-holder "" \
+		--output-file $(CATALOGS)/messages.pot .
+	$(BIN)/pybabel update --input-file $(CATALOGS)/messages.pot --output-dir $(CATALOGS) \
+		--no-fuzzy-matching --ignore-obsolete
+
+translations: $(STAMP)
+	$(BIN)/pybabel compile --directory $(CATALOGS) --statistics
 
 lint: $(STAMP)
 	$(BIN)/ruff check course tests wsgi.py

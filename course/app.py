@@ -17,6 +17,7 @@ from flask import Flask, g
 from course.checks import check_templates, courses_at_start, log_content_problems
 from course.config import ALL_NEEDS, Settings, load_settings, secret_key_problem
 from course.crisis import country_for_timezone
+from course.i18n import page_language, setting_text
 from course.logs import install_log_masking
 from course.models import utcnow
 from course.resources import template_loader
@@ -48,6 +49,7 @@ def create_app(
     # Pages come from the shipped templates, with the practice's own folder in front.
     app.jinja_loader = template_loader(settings)
     register_extensions(app, settings)
+    register_translations(app)
     register_blueprints(app, settings)
     register_errorhandlers(app)
     register_security_headers(app, settings)
@@ -113,11 +115,19 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     init_limiter(app)
 
 
+def register_translations(app: Flask) -> None:
+    """Flask-Babel: each page in its reader's (or staff member's) language (course.i18n)."""
+    from course import i18n
+
+    i18n.init_app(app)
+
+
 def register_blueprints(app: Flask, settings: Settings) -> None:
     """One blueprint per audience; the outbox viewer only in development."""
     from course.web import (
         admin,
         admin_courses,  # noqa: F401 - adds the course editor to admin.bp
+        bookings,
         health,
         links,
         public,
@@ -129,6 +139,7 @@ def register_blueprints(app: Flask, settings: Settings) -> None:
     admin.init_app(app)
     health.init_app(app)
     webhooks.init_app(app)
+    bookings.init_app(app)
     if settings.development:
         # Never outside development, whatever the transport: the outbox viewer shows
         # readers' addresses and their signed links, without a login.
@@ -163,14 +174,15 @@ def register_context(app: Flask, settings: Settings) -> None:
         # Reader pages set g.reader_country (course.web.links); everyone else sees the
         # practice's own country's resources.
         country = g.get("reader_country", default_country)
+        language = page_language()  # the course's for a reader, the staff's in the admin
         return {
             "practice_name": settings.practice_name,
-            "crisis_text": settings.crisis_text,
-            "crisis": app.extensions["course"].renderer.crisis_for(country),
+            "crisis_text": setting_text(settings, "crisis_text", language),
+            "crisis": app.extensions["course"].renderer.crisis_for(country, language),
             "privacy_url": settings.privacy_url,
             "imprint_url": settings.imprint_url,
             "postal_address": settings.postal_address,
-            "notes_notice": settings.notes_notice,
+            "notes_notice": setting_text(settings, "notes_notice", language),
         }
 
 

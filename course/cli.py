@@ -271,7 +271,7 @@ def preview_command(position: int, part: str, slug: str | None, directory: Path 
     key = _require_lesson(course, position)
     reader = sample_reader(renderer.settings)
     compiled = renderer.compiled("lesson", key, course, reader.country)
-    values = renderer.slot_values(compiled.slots, reader, "lesson", key)
+    values = renderer.slot_values(compiled.slots, reader, "lesson", key, compiled.language)
     html, text = compiled.fill(values)
     click.echo(f"Subject: {compiled.subject}\n")
     if part in ("both", "text"):
@@ -470,8 +470,10 @@ def stats_command(
     from datetime import timedelta
 
     from course.reports import (
+        BookingCounts,
         Filters,
         alarms,
+        bookings_by_lesson,
         course_lessons,
         funnel,
         health,
@@ -493,6 +495,7 @@ def stats_command(
             )
     now = utcnow()
     reports = []
+    booked: dict[int, list[BookingCounts]] = {}
     readers = Filters(
         start=start.date() if start else None, end=end.date() if end else None, source=source
     )
@@ -508,6 +511,7 @@ def stats_command(
                     per_lesson(session, filters, lessons),
                 )
             )
+            booked[course.id] = bookings_by_lesson(session, filters)
         pulse = health(session, now, settings.tick_seconds)
         found = alarms(
             session,
@@ -527,11 +531,19 @@ def stats_command(
     if across is not None:
         click.echo()
         _print_summary(across)
+    # The bookings line, where a booking system reports bookings (or did).
+    hooked = bool(
+        settings.calcom_webhook_secret
+        or settings.calendly_signing_key
+        or settings.booking_webhook_secret
+    )
     for course, steps, results in reports:
         click.echo()
         click.echo(f"Course: {course.title} ({course.slug})")
         click.echo()
         _print_course_stats(steps, results)
+        if hooked or any(r.confirmed_total for r in booked[course.id]):
+            _print_bookings(booked[course.id])
     click.echo()
     click.echo("Sending (all readers)")
     last = pulse.last_tick.isoformat(timespec="seconds") if pulse.last_tick else "never"
@@ -579,6 +591,23 @@ def _print_summary(across: Any) -> None:
     click.echo(
         f"{across.total.signed_up} enrolment(s) by {across.people} different "
         f"{'person' if across.people == 1 else 'people'}."
+    )
+
+
+def _print_bookings(rows: Sequence[Any]) -> None:
+    """One line: confirmed bookings (net of cancellations) by source, and how many of them
+    no lesson's "Book a session" click led to (course.reports.bookings_by_lesson)."""
+    sources: dict[str, int] = {}
+    for row in rows:
+        for source, count in row.confirmed.items():
+            sources[source] = sources.get(source, 0) + count
+    unattributed = sum(r.confirmed_total for r in rows if r.lesson is None)
+    shown = ", ".join(f"{source} {count}" for source, count in sources.items() if count)
+    click.echo()
+    click.echo(
+        f"Confirmed bookings: {sum(sources.values())}"
+        + (f" ({shown})" if shown else "")
+        + (f", {unattributed} not attributed to a lesson" if unattributed else "")
     )
 
 

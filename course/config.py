@@ -150,6 +150,37 @@ class Settings(BaseSettings):
         description='Where "Book a session" leads. Required outside development.',
         json_schema_extra=_doc("development: `https://example.org/book`"),
     )
+    # -- bookings from the booking system (course.bookings, docs/operators.md) -------------
+    calcom_webhook_secret: SecretStr | None = Field(
+        None,
+        description="The secret of a Cal.com webhook: enables `POST /webhooks/bookings/calcom`.",
+        json_schema_extra=_doc("none: the webhook is off"),
+    )
+    calendly_signing_key: SecretStr | None = Field(
+        None,
+        description="The signing key of a Calendly webhook subscription: enables `POST "
+        "/webhooks/bookings/calendly`.",
+        json_schema_extra=_doc("none: the webhook is off"),
+    )
+    booking_webhook_secret: SecretStr | None = Field(
+        None,
+        description="The secret that signs calls from any other booking system (see "
+        "docs/operators.md): enables `POST /webhooks/bookings/generic`.",
+        json_schema_extra=_doc("none: the webhook is off"),
+    )
+    booking_attribution_days: int = Field(
+        30,
+        ge=1,
+        le=365,
+        description='A booking counts for the last lesson whose "Book a session" the reader '
+        "clicked within this many days before it; later, or without a click, it is recorded "
+        "without a lesson.",
+    )
+    booking_prefill: bool = Field(
+        False,
+        description='"Book a session" passes the reader\'s name and address to the booking '
+        "page, so its form is filled in. Shares personal data with the booking system.",
+    )
     practice_name: str = Field(
         "Our practice", description="The practice's name in emails and pages.", max_length=100
     )

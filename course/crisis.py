@@ -21,7 +21,7 @@ import re
 import reprlib
 import textwrap
 import zoneinfo
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -330,25 +330,31 @@ def _without_verb(value: str, verb: str) -> str:
     return value[len(verb) :].lstrip() if value.lower().startswith(verb) else value
 
 
-def how_to_reach(line: Line) -> str:
+def _same(message: str) -> str:
+    return message
+
+
+def how_to_reach(line: Line, _: Callable[[str], str] = _same) -> str:
     """``"call 116 123"``, ``"call or text 988"``, ``"call 1-800-799-7233 or text START to
-    88788"``; empty for a website-only line."""
+    88788"``; empty for a website-only line. ``_`` translates (course.i18n.gettext_for)."""
     phone = _without_verb(line.phone, "call ") if line.phone else None
     text = line.text
     if phone and text and phone == _without_verb(text, "text "):
-        return f"call or text {phone}"
+        return _("call or text %(number)s") % {"number": phone}
     ways = []
     if phone:
-        ways.append(f"call {phone}")
+        ways.append(_("call %(number)s") % {"number": phone})
     if text:
-        ways.append(text if text.lower().startswith(_TEXT_VERBS) else f"text {text}")
-    return " or ".join(ways)
+        ways.append(
+            text if text.lower().startswith(_TEXT_VERBS) else _("text %(what)s") % {"what": text}
+        )
+    return _(" or ").join(ways)
 
 
-def describe(line: Line) -> str:
+def describe(line: Line, _: Callable[[str], str] = _same) -> str:
     """One line in words: name, how to reach it, hours (and who it is for), website."""
     words = line.name
-    how = how_to_reach(line)
+    how = how_to_reach(line, _)
     if how:
         words += f", {how}"
     words += " (" + "; ".join(part for part in (line.hours, line.note) if part) + ")"
@@ -357,18 +363,26 @@ def describe(line: Line) -> str:
     return words
 
 
-def text_lines(entry: CountryResources, width: int = 72) -> list[str]:
+def text_lines(
+    entry: CountryResources, width: int = 72, _: Callable[[str], str] = _same
+) -> list[str]:
     """The country's resources for the text part of an email, wrapped to ``width`` columns:
     the emergency number, the first crisis line and the first domestic-abuse line.
 
     Phone numbers and URLs are never split across lines (a URL longer than ``width`` gets a
-    line of its own); continuation lines are indented by two spaces.
+    line of its own); continuation lines are indented by two spaces. ``_`` translates the
+    words around them (the entry's own texts are translated by :func:`localized`).
     """
     emergency = _without_verb(entry.emergency, "call ")
-    paragraphs = [f"In an emergency, call {emergency}."]
-    paragraphs.append(f"To talk to someone now: {describe(entry.crisis_lines[0])}")
+    paragraphs = [_("In an emergency, call %(number)s.") % {"number": emergency}]
+    paragraphs.append(
+        _("To talk to someone now: %(line)s") % {"line": describe(entry.crisis_lines[0], _)}
+    )
     if entry.domestic_abuse:
-        paragraphs.append(f"If you are not safe at home: {describe(entry.domestic_abuse[0])}")
+        paragraphs.append(
+            _("If you are not safe at home: %(line)s")
+            % {"line": describe(entry.domestic_abuse[0], _)}
+        )
     lines: list[str] = []
     for paragraph in paragraphs:
         wrapped = textwrap.wrap(
@@ -380,6 +394,46 @@ def text_lines(entry: CountryResources, width: int = 72) -> list[str]:
         )
         lines.extend(line.replace(_KEEP, " ") for line in wrapped)
     return lines
+
+
+#: The fields of an entry that are words for the reader (not names, numbers or links):
+#: translated by :func:`localized`, and extracted into the catalogs (course.i18n).
+TRANSLATED_FIELDS = ("emergency", "phone", "text", "hours", "note")
+
+
+def localized(entry: CountryResources, _: Callable[[str], str]) -> CountryResources:
+    """``entry`` with its words in the reader's language (``"112 (police 110)"`` reads
+    ``"112 (Polizei 110)"``); a text the catalog does not have stays as it is."""
+
+    def line(item: Line) -> Line:
+        changes = {
+            name: _(value)
+            for name in TRANSLATED_FIELDS
+            if isinstance(value := getattr(item, name, None), str) and value
+        }
+        return item.model_copy(update=changes)
+
+    return entry.model_copy(
+        update={
+            "emergency": _(entry.emergency),
+            "crisis_lines": tuple(line(item) for item in entry.crisis_lines),
+            "domestic_abuse": tuple(line(item) for item in entry.domestic_abuse),
+        }
+    )
+
+
+def data_messages(resources: Mapping[str, CountryResources]) -> list[str]:
+    """Every text in the crisis data that :func:`localized` translates (those with words
+    in them, not bare numbers), for the catalogs."""
+    found: dict[str, None] = {}
+    for entry in resources.values():
+        found[entry.emergency] = None
+        for item in (*entry.crisis_lines, *entry.domestic_abuse):
+            for name in TRANSLATED_FIELDS:
+                value = getattr(item, name, None)
+                if isinstance(value, str) and value:
+                    found[value] = None
+    return [text for text in found if re.search(r"[^\W\d_]", text)]
 
 
 # --- time zones ----------------------------------------------------------------------------

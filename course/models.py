@@ -83,6 +83,7 @@ class SubscriberStatus(enum.StrEnum):
     COMPLETED = "completed"  # received the last lesson
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"  # the mail server said the address does not exist
+    ERASED = "erased"  # erased while still on the course: nothing more is sent (privacy.erase)
 
 
 class DeliveryKind(enum.StrEnum):
@@ -347,6 +348,13 @@ class EventKind(enum.StrEnum):
     AUTO_REPLY = "auto_reply"  # an out-of-office answer: counted, not shown as a reply
     SNOOZE = "snooze"  # "pause until ..." (value: the local date it resumes)
     FOLLOWUP = "followup"  # the answer to the follow-up after the course (value: answer)
+    # The booking system reported a booking (course.bookings); via: its source.
+    BOOKING_CONFIRMED = "booking_confirmed"
+    BOOKING_CANCELLED = "booking_cancelled"
+    BOOKING_RESCHEDULED = "booking_rescheduled"  # still booked, at another time
+    # A run the reader had completed, recorded when they start the next one (which clears
+    # completed_at): value "run-N", at the time it was completed (course.reports counts it).
+    COMPLETED = "completed"
 
 
 class Event(Base):
@@ -398,6 +406,8 @@ class Operator(Base):
     totp_last_step: Mapped[int | None] = mapped_column(Integer)
     # The unused recovery codes, as a JSON list of password hashes (never the codes).
     recovery_codes: Mapped[str | None] = mapped_column(Text, deferred=True)
+    # The language the admin speaks to them (course.i18n); None: not chosen, English.
+    language: Mapped[str | None] = mapped_column(String(16))
 
 
 class Reply(Base):
@@ -528,3 +538,26 @@ class SchedulerTick(Base):
     worker: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_tick_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_summary: Mapped[str | None] = mapped_column(Text)
+
+
+class Booking(Base):
+    """A session booked in the practice's booking system, as its webhook reported it
+    (course.bookings): the provider's id, the reader it was matched to and the lesson it
+    is attributed to. Nothing else about the booking (no name, no time of the session).
+    An erased reader's bookings stay with their row, which then names nobody
+    (course.privacy.erase)."""
+
+    __tablename__ = "bookings"
+    __table_args__ = (UniqueConstraint("source", "external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))  # "cal.com", "calendly", "generic"
+    external_id: Mapped[str] = mapped_column(String(255))  # the provider's booking id
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL"), index=True
+    )
+    course_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    lesson: Mapped[int | None] = mapped_column(Integer)  # None: not attributed to a lesson
+    status: Mapped[str] = mapped_column(String(16))  # confirmed, cancelled, rescheduled
+    booked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

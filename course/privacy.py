@@ -13,8 +13,11 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from course.models import (
+    AuditLog,
+    Booking,
     ConsentText,
     Delivery,
+    DeliveryStatus,
     Event,
     LessonProgress,
     Reply,
@@ -88,6 +91,19 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             {"kind": e.kind, "lesson": e.lesson, "value": e.value, "at": _iso(e.created_at)}
             for e in events
         ],
+        # What the booking system reported (course.bookings): its id for the booking, too.
+        "bookings": [
+            {
+                "source": b.source,
+                "booking_id": b.external_id,
+                "lesson": b.lesson,
+                "status": b.status,
+                "at": _iso(b.booked_at),
+            }
+            for b in session.scalars(
+                select(Booking).where(Booking.subscriber_id == subscriber.id).order_by(Booking.id)
+            )
+        ],
     }
 
 
@@ -111,20 +127,32 @@ def consent_record(session: Session, subscriber: Subscriber) -> dict[str, Any]:
 def erase(
     session: Session, subscriber: Subscriber, secret_keys: Sequence[str], now: datetime
 ) -> None:
-    """Delete the subscriber and everything personal about them.
+    """Erase a reader: everything that points to the person goes, and nothing more is sent.
 
-    Their deliveries and progress (with notes) go with the row. Their events stay only as
-    anonymous counts: the link to the subscriber is removed; what is left (a lesson number,
-    a check-in answer, a time) no longer points to anyone. A reader who had opted out (or
-    bounced) stays on the opt-out list as a keyed hash of their mailbox, so an operator's
-    import can never enrol them again (course.subscriptions.suppress).
+    What they did stays as an anonymous count, in the rows it was in (:func:`anonymize`):
+    the lessons they received, done marks, check-in answers, clicks, their runs. So every
+    number the practice sees is the same before and after an erasure (docs/operators.md);
+    only "active now" changes, because a reader who was still on the course is marked
+    ``erased``. Their links stop working; their notes and replies are deleted. A reader who
+    had opted out (or bounced) stays on the opt-out list as a keyed hash of their mailbox,
+    so an operator's import can never enrol them again (course.subscriptions.suppress).
     """
-    if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.BOUNCED):
-        suppress(session, secret_keys, subscriber.email, subscriber.status, now)
     session.execute(
-        update(Event).where(Event.subscriber_id == subscriber.id).values(subscriber_id=None)
+        update(Delivery)
+        .where(Delivery.subscriber_id == subscriber.id, Delivery.status == DeliveryStatus.QUEUED)
+        .values(status=DeliveryStatus.CANCELLED, claimed_by=None)
     )
-    session.delete(subscriber)
+    if subscriber.status in (
+        SubscriberStatus.PENDING,
+        SubscriberStatus.ACTIVE,
+        SubscriberStatus.PAUSED,
+    ):
+        subscriber.status = SubscriberStatus.ERASED
+    # The audit log keeps what staff did, no longer to whom (shown as "erased").
+    session.execute(
+        update(AuditLog).where(AuditLog.subscriber_id == subscriber.id).values(subscriber_id=None)
+    )
+    anonymize(session, subscriber, secret_keys, now)
     session.flush()
 
 

@@ -32,11 +32,21 @@ from course.crisis import (
     CountryResources,
     country_for_timezone,
     load_resources,
+    localized,
     resources_for,
     text_lines,
 )
 from course.dkim import DkimSigner
 from course.envelope import bounce_address
+from course.i18n import (
+    DEFAULT_LANGUAGE,
+    gettext_for,
+    html_lang,
+    language_for,
+    setting_text,
+    text_direction,
+    translations,
+)
 from course.resources import template_loader
 from course.tokens import Signer
 
@@ -78,11 +88,21 @@ class CompiledEmail:
     # encoded once here (most of a message), the others per reader (see _QpPlan).
     html_qp: _QpPlan = ()
     text_qp: _QpPlan = ()
+    #: The language it is written in (the course's): the per-reader parts follow it.
+    language: str = DEFAULT_LANGUAGE
 
     @classmethod
-    def build(cls, subject: str, html: str, text: str, slots: frozenset[str]) -> CompiledEmail:
+    def build(
+        cls,
+        subject: str,
+        html: str,
+        text: str,
+        slots: frozenset[str],
+        language: str = DEFAULT_LANGUAGE,
+    ) -> CompiledEmail:
         """Split the bodies once and encode the subject once."""
         return cls(
+            language=language,
             subject=subject,
             html=html,
             text=text,
@@ -248,14 +268,19 @@ def _ascii_domain(domain: str) -> str:
         return domain
 
 
-def make_jinja_env(settings: Settings) -> Environment:
-    """The Jinja environment for email templates (autoescaped HTML, strict variables)."""
-    return Environment(
+def make_jinja_env(settings: Settings, language: str = DEFAULT_LANGUAGE) -> Environment:
+    """The Jinja environment for email templates in ``language`` (autoescaped HTML, strict
+    variables, ``_()`` from that language's catalog: Babel's, not Flask's, so the sender
+    needs no app)."""
+    env = Environment(
         loader=template_loader(settings),
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
+    return env
 
 
 def add_query(url: str, params: dict[str, str]) -> str:
@@ -272,7 +297,10 @@ class Renderer:
     def __init__(self, settings: Settings, signer: Signer) -> None:
         self.settings = settings
         self.signer = signer
+        # One template environment per language (each with its own catalog), so an English
+        # and a German email never share a translation.
         self.env = make_jinja_env(settings)
+        self._envs: dict[str, Environment] = {DEFAULT_LANGUAGE: self.env}
         # Compiled emails, by course version and everything else that changes the text.
         self._cache: dict[tuple[object, ...], CompiledEmail] = {}
         self.crisis = load_resources(settings.crisis_resources_file)
@@ -302,31 +330,54 @@ class Renderer:
             )
         return self._dkim
 
-    def crisis_for(self, country: str | None) -> CountryResources:
+    def env_for(self, language: str) -> Environment:
+        """The email templates' environment in ``language``."""
+        language = language_for(language)
+        env = self._envs.get(language)
+        if env is None:
+            env = self._envs[language] = make_jinja_env(self.settings, language)
+        return env
+
+    def crisis_for(
+        self, country: str | None, language: str = DEFAULT_LANGUAGE
+    ) -> CountryResources:
         """The crisis resources a reader in ``country`` sees (the practice's choice of
-        countries applied; elsewhere the worldwide directory)."""
+        countries applied; elsewhere the worldwide directory), in ``language``."""
         shown = frozenset(self.settings.crisis_countries) or None
-        return resources_for(country, self.crisis, shown)
+        found = resources_for(country, self.crisis, shown)
+        language = language_for(language)
+        if language == DEFAULT_LANGUAGE:
+            return found
+        return localized(found, gettext_for(language))
 
     def _compile(
-        self, template: str, subject: str, crisis: CountryResources, **context: object
+        self,
+        template: str,
+        subject: str,
+        crisis: CountryResources,
+        language: str,
+        **context: object,
     ) -> CompiledEmail:
         slots = _Slots()
+        _ = gettext_for(language)
         ctx = {
             "r": slots,
+            "lang": html_lang(language),
+            "dir": text_direction(language),
             "practice_name": self.settings.practice_name,
-            "crisis_text": self.settings.crisis_text,
+            "crisis_text": setting_text(self.settings, "crisis_text", language),
             "crisis": crisis,
-            "crisis_lines": text_lines(crisis),
+            "crisis_lines": text_lines(crisis, _=_),
             "privacy_url": self.settings.privacy_url,
             "imprint_url": self.settings.imprint_url,
             "postal_address": self.settings.postal_address,
             **context,
         }
-        html_body = self.env.get_template(f"email/{template}.html").render(ctx)
-        text_body = self.env.get_template(f"email/{template}.txt").render(ctx)
+        env = self.env_for(language)
+        html_body = env.get_template(f"email/{template}.html").render(ctx)
+        text_body = env.get_template(f"email/{template}.txt").render(ctx)
         return CompiledEmail.build(
-            subject, _inliner.inline(html_body), text_body, frozenset(slots.used)
+            subject, _inliner.inline(html_body), text_body, frozenset(slots.used), language
         )
 
     def compiled(
@@ -349,7 +400,9 @@ class Renderer:
         offered after the last lesson.
         """
         content = course.content
-        crisis = self.crisis_for(country)
+        # The course's language: its emails are written in it (lessons and catalog alike).
+        language = language_for(course.language)
+        crisis = self.crisis_for(country, language)
         position = content.position(number) or 1
         day = day if day is not None else position
         total = total if total is not None else content.total
@@ -364,6 +417,7 @@ class Renderer:
             total,
             known,
             tuple((c.id, c.title, c.description) for c in others),
+            language,
         )
         cached = self._cache.get(key)
         if cached is not None:
@@ -376,25 +430,29 @@ class Renderer:
                 {"id": c.id, "title": c.title, "description": c.description} for c in others
             ],
         }
+        _ = gettext_for(language)
         if kind == "confirm":
             subject = (
-                f"Please confirm: {course.title}"
+                _("Please confirm: %(course)s") % {"course": course.title}
                 if known
-                else f"Please confirm your email for {self.settings.practice_name}"
+                else _("Please confirm your email for %(practice)s")
+                % {"practice": self.settings.practice_name}
             )
-            cached = self._compile("confirm", subject, crisis, known=known, **common)
+            cached = self._compile("confirm", subject, crisis, language, known=known, **common)
         elif kind == "lesson":
             lesson = content.get(number)
             if lesson is None:
                 reason = content.broken.get(number, "it is not in the published version")
                 raise LookupError(f"lesson {number} of '{course.slug}' cannot be used: {reason}")
             lesson = lesson.for_reader(day, total)
-            cached = self._compile("lesson", lesson.subject, crisis, lesson=lesson, **common)
+            cached = self._compile(
+                "lesson", lesson.subject, crisis, language, lesson=lesson, **common
+            )
         elif kind in ("completion", "followup"):
             after: AfterCourseEmail | None = getattr(content, kind)
             if after is None:
                 raise LookupError(f"'{course.slug}' has no {kind} email")
-            cached = self._compile(kind, after.subject, crisis, message=after, **common)
+            cached = self._compile(kind, after.subject, crisis, language, message=after, **common)
         else:
             raise LookupError(f"no email of the kind {kind!r}")
         if course.version_id is None:
@@ -412,12 +470,21 @@ class Renderer:
         return f"{self.settings.base_url}/{path or purpose}/{token}"
 
     def slot_values(
-        self, slots: frozenset[str], reader: Reader, kind: str, number: int
+        self,
+        slots: frozenset[str],
+        reader: Reader,
+        kind: str,
+        number: int,
+        language: str = DEFAULT_LANGUAGE,
     ) -> dict[str, str]:
-        """Compute the per-reader values a compiled email asks for."""
+        """Compute the per-reader values a compiled email asks for (the greeting in
+        ``language``, the compiled email's)."""
         pid = reader.public_id
+        _ = gettext_for(language)
         makers: dict[str, Callable[[], str]] = {
-            "greeting": lambda: f"Hi {reader.name}," if reader.name else "Hello,",
+            "greeting": lambda: (
+                _("Hi %(name)s,") % {"name": reader.name} if reader.name else _("Hello,")
+            ),
             "email": lambda: reader.email,
             # The confirmation's number: a reader coming back starts again only from the
             # latest one (course.subscriptions.confirm).
@@ -501,7 +568,9 @@ class Renderer:
             known=known,
             others=others,
         )
-        values = self.slot_values(compiled.slots | {"unsubscribe_url"}, reader, kind, number)
+        values = self.slot_values(
+            compiled.slots | {"unsubscribe_url"}, reader, kind, number, compiled.language
+        )
         html_qp, text_qp = compiled.encoded(values)
         to = envelope_address(reader.email)
         name = reader.name or ""

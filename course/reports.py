@@ -3,11 +3,18 @@
 Shared by the admin dashboard and ``course stats``. Each function takes a session and runs a
 handful of aggregate queries; nothing here loads subscribers one by one.
 
-What is counted: the funnel and per-lesson numbers describe the enrolments currently in the
-database (one person on two courses counts once in each). A reader who asked to be erased
-leaves the funnel; their events stay as anonymous rows that keep their course
-(``Event.course_id``), so booking clicks and unsubscribes per lesson and per course still
-include them when no filter narrows the readers.
+What is counted (docs/operators.md defines every number; each has one function here, which
+the dashboard, ``course stats`` and ``course export`` share):
+
+- An *enrolment* is one reader on one course; a *run* is one time through it (a reader who
+  comes back and confirms again starts a new run). Funnel and lesson numbers count runs
+  where a run can differ (signed up, confirmed, received, completed) and enrolments for
+  what a reader did (viewed, done, check-ins, clicks, unsubscribes: once per reader and
+  lesson).
+- An erased reader's row stays, naming nobody (course.privacy.erase), so every number is
+  the same before and after an erasure; only "active now" changes. Events left without a
+  reader (a signup never confirmed and deleted, or an erasure before this rule) still count
+  by the course they keep when no filter narrows the readers.
 
 Lessons are counted by key, the lesson's stable id in its course, and shown in the course's
 current order. A lesson removed from the course that readers did receive keeps its own row,
@@ -25,9 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, and_, case, func, or_, select, true
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from course.content import CourseContent
 from course.models import (
+    Booking,
     CheckIn,
     CourseVersion,
     Delivery,
@@ -162,61 +171,145 @@ def course_lessons(course: PublishedCourse) -> list[tuple[int, str]]:
     ]
 
 
+def _course_of_event() -> Any:
+    # A reader's events belong to their enrolment's course; an erased-before-this-rule
+    # reader's to the course their anonymous events kept.
+    return func.coalesce(Subscriber.course_id, Event.course_id)
+
+
+def _readers(column: Any = Event.subscriber_id) -> Any:
+    """Count each reader once, and each event left without a reader as one reader."""
+    return func.count(func.distinct(column)) + func.sum(case((column.is_(None), 1), else_=0))
+
+
+def _events(filters: Filters, ids: Select[Any], *kinds: str) -> Select[Any]:
+    """Events of ``kinds`` that the filters count, joined to their reader (if any)."""
+    return (
+        select()
+        .select_from(Event)
+        .outerjoin(Subscriber, Subscriber.id == Event.subscriber_id)
+        .where(Event.kind.in_(kinds), filters.events(ids))
+    )
+
+
+def signed_up(session: Session, ids: Select[Any]) -> dict[int, int]:
+    """Signed up, per course: each enrolment, and each later run it confirmed."""
+    runs = case((Subscriber.confirmed_at.is_not(None), Subscriber.run), else_=1)
+    return _by_course(
+        session, select(Subscriber.course_id, func.sum(runs)).where(Subscriber.id.in_(ids))
+    )
+
+
+def confirmed(session: Session, ids: Select[Any]) -> dict[int, int]:
+    """Confirmed, per course: runs started (a reader who came back and confirmed again
+    counts once per run)."""
+    runs = case((Subscriber.confirmed_at.is_not(None), Subscriber.run), else_=0)
+    return _by_course(
+        session, select(Subscriber.course_id, func.sum(runs)).where(Subscriber.id.in_(ids))
+    )
+
+
+def completed(session: Session, filters: Filters, ids: Select[Any]) -> dict[int, int]:
+    """Completed, per course: runs that reached the end of the course (this run's
+    ``completed_at``, and each earlier run's "completed" event)."""
+    now = _by_course(
+        session,
+        select(Subscriber.course_id, func.count(Subscriber.completed_at)).where(
+            Subscriber.id.in_(ids)
+        ),
+    )
+    earlier = _by_course(
+        session,
+        _events(filters, ids, EventKind.COMPLETED).add_columns(_course_of_event(), func.count()),
+    )
+    return {c: now.get(c, 0) + earlier.get(c, 0) for c in {*now, *earlier}}
+
+
+def readers_who(session: Session, filters: Filters, ids: Select[Any], kind: str) -> dict[int, int]:
+    """Per course, readers with at least one event of ``kind`` (once each, whatever the
+    lesson or run)."""
+    return _by_course(
+        session, _events(filters, ids, kind).add_columns(_course_of_event(), _readers())
+    )
+
+
+def readers_per_lesson(
+    session: Session, filters: Filters, ids: Select[Any], kind: str
+) -> dict[int, int]:
+    """Per lesson key, readers with at least one event of ``kind`` in that lesson (once
+    per reader and lesson). Keys are per course: narrow ``ids`` to one course."""
+    rows = session.execute(
+        _events(filters, ids, kind)
+        .add_columns(Event.lesson, _readers())
+        .where(Event.lesson.is_not(None))
+        .group_by(Event.lesson)
+    )
+    return {int(key): int(count or 0) for key, count in rows}
+
+
+def received(session: Session, ids: Select[Any]) -> dict[int, int]:
+    """Per lesson key, runs in which the lesson was received (models.lesson_received):
+    one delivery row per enrolment, lesson and run. Keys are per course."""
+    rows = session.execute(
+        select(Delivery.number, func.count())
+        .where(lesson_received(), Delivery.subscriber_id.in_(ids))
+        .group_by(Delivery.number)
+    )
+    return {int(key): int(count or 0) for key, count in rows}
+
+
+def _bookings(filters: Filters, ids: Select[Any]) -> Select[Any]:
+    """Confirmed bookings (net of cancellations: a cancelled one changes its status) that
+    the filters count: with a filter, the matching readers'; otherwise the course's."""
+    from course.bookings import BookingStatus
+
+    query = select().select_from(Booking).where(Booking.status == BookingStatus.CONFIRMED)
+    if filters.active:
+        return query.where(Booking.subscriber_id.in_(ids))
+    if filters.course_id is not None:
+        return query.where(Booking.course_id == filters.course_id)
+    return query
+
+
+def confirmed_bookings(session: Session, filters: Filters, ids: Select[Any]) -> dict[int, int]:
+    """Booked a session, per course: bookings the booking system confirmed, net of
+    cancellations (a rescheduled booking counts once)."""
+    return _by_course(session, _bookings(filters, ids).add_columns(Booking.course_id, func.count()))
+
+
+def _by_course(session: Session, query: Select[Any, Any]) -> dict[int, int]:
+    """``query`` selects (course id, count); grouped by its first column."""
+    first = query.selected_columns[0]
+    return {
+        int(course_id): int(count or 0)
+        for course_id, count in session.execute(query.group_by(first))
+        if course_id is not None
+    }
+
+
 def funnel(
     session: Session, filters: Filters, lessons: Sequence[tuple[int, str]]
 ) -> list[FunnelStep]:
     """Signed up, confirmed, received each lesson (``lessons``: the course's keys and
-    titles, in order), completed, booked a session."""
+    titles, in order), completed: each step counts runs, so no step is larger than the one
+    before it in a course whose lessons arrive in order. ``filters.course_id`` names the
+    course."""
     ids = filters.subscriber_ids()
-    steps = [
-        FunnelStep("Signed up", _scalar(session, select(func.count()).select_from(ids.subquery()))),
-        FunnelStep(
-            "Confirmed",
-            _scalar(
-                session,
-                select(func.count()).where(
-                    Subscriber.id.in_(ids), Subscriber.confirmed_at.is_not(None)
-                ),
-            ),
+    course = filters.course_id
+
+    def one(counts: dict[int, int]) -> int:
+        return counts.get(course, 0) if course is not None else sum(counts.values())
+
+    got = received(session, ids)
+    return [
+        FunnelStep("Signed up", one(signed_up(session, ids))),
+        FunnelStep("Confirmed", one(confirmed(session, ids))),
+        *(
+            FunnelStep(f"Received lesson {n}", got.get(key, 0))
+            for n, (key, _title) in enumerate(lessons, start=1)
         ),
+        FunnelStep("Completed", one(completed(session, filters, ids))),
     ]
-    received = dict(
-        session.execute(
-            select(Delivery.number, func.count(func.distinct(Delivery.subscriber_id)))
-            .where(
-                lesson_received(),
-                Delivery.subscriber_id.in_(ids),
-            )
-            .group_by(Delivery.number)
-        ).all()
-    )
-    steps += [
-        FunnelStep(f"Received lesson {n}", int(received.get(key, 0)))
-        for n, (key, _title) in enumerate(lessons, start=1)
-    ]
-    steps.append(
-        FunnelStep(
-            "Completed",
-            _scalar(
-                session,
-                select(func.count()).where(
-                    Subscriber.id.in_(ids), Subscriber.completed_at.is_not(None)
-                ),
-            ),
-        )
-    )
-    steps.append(
-        FunnelStep(
-            "Booked a session",
-            _scalar(
-                session,
-                select(func.count(func.distinct(Event.subscriber_id))).where(
-                    Event.kind == EventKind.BOOK, Event.subscriber_id.in_(ids)
-                ),
-            ),
-        )
-    )
-    return steps
 
 
 def per_lesson(
@@ -242,11 +335,7 @@ def per_lesson(
             found = elsewhere[key] = LessonStats(key, "")
         return found
 
-    received = session.execute(
-        select(Delivery.number, func.count())
-        .where(lesson_received(), Delivery.subscriber_id.in_(ids))
-        .group_by(Delivery.number)
-    ).all()
+    delivered: list[tuple[int, int]] = list(received(session, ids).items())
     after_mails = _scalar(
         session,
         select(func.count()).where(
@@ -255,7 +344,6 @@ def per_lesson(
             Delivery.subscriber_id.in_(ids),
         ),
     )
-    delivered: list[tuple[int, int]] = [(int(k), int(c)) for k, c in received]
     for key, count in [*delivered, (AFTER_COURSE, after_mails)]:
         if count and (found := row(key)) is not None:
             found.delivered = count
@@ -273,26 +361,14 @@ def per_lesson(
     ):
         if (found := row(key)) is not None:
             found.checkins[str(answer)] = int(count)
-    event_counts = session.execute(
-        select(
-            Event.lesson, Event.kind, func.count(), func.count(func.distinct(Event.subscriber_id))
-        )
-        .where(
-            Event.kind.in_([EventKind.VIEW, EventKind.BOOK, EventKind.UNSUBSCRIBE]),
-            Event.lesson.is_not(None),
-            filters.events(ids),
-        )
-        .group_by(Event.lesson, Event.kind)
-    )
-    for event_lesson, kind, count, readers in event_counts:
-        if (found := row(event_lesson)) is None:
-            continue
-        if kind == EventKind.VIEW:
-            found.viewed = int(readers)
-        elif kind == EventKind.BOOK:
-            found.booking_clicks = int(count)
-        else:
-            found.unsubscribes = int(count)
+    for kind, name in (
+        (EventKind.VIEW, "viewed"),
+        (EventKind.BOOK, "booking_clicks"),
+        (EventKind.UNSUBSCRIBE, "unsubscribes"),
+    ):
+        for key, readers in readers_per_lesson(session, filters, ids, kind).items():
+            if (found := row(key)) is not None:
+                setattr(found, name, readers)
     removed = sorted(key for key in elsewhere if key != AFTER_COURSE)
     if removed and filters.course_id is not None:
         titles = removed_titles(session, filters.course_id, removed)
@@ -348,8 +424,8 @@ class CourseTotals:
     active: int = 0  # receiving lessons now (snoozed readers included)
     completed: int = 0
     unsubscribed: int = 0
-    booked: int = 0  # readers who clicked a booking link
-    booking_clicks: int = 0  # every click, erased readers' too when no filter is set
+    booked: int = 0  # confirmed bookings, net of cancellations (confirmed_bookings)
+    booking_clicks: int = 0  # readers who clicked "Book", once per reader and lesson
 
     COUNTS = (
         "signed_up",
@@ -375,54 +451,42 @@ def summary(session: Session, filters: Filters, courses: Iterable[PublishedCours
     """One row per course (``courses`` in order: those with a published version, and any
     other with readers), whose counts add up to the totals row. ``filters.course_id`` is
     ignored: this is the view across courses."""
-    ids = dataclasses.replace(filters, course_id=None).subscriber_ids()
-    counts: dict[int, dict[str, int]] = {}
-
-    def put(course_id: int | None, name: str, value: Any) -> None:
-        if course_id is not None:
-            counts.setdefault(int(course_id), {})[name] = int(value or 0)
-
-    def status_is(status: SubscriberStatus) -> Any:
-        return func.sum(case((Subscriber.status == status, 1), else_=0))
-
-    for course_id, signed_up, confirmed, active, completed, unsubscribed in session.execute(
+    filters = dataclasses.replace(filters, course_id=None)
+    ids = filters.subscriber_ids()
+    active = _by_course(
+        session,
         select(
             Subscriber.course_id,
-            func.count(),
-            func.count(Subscriber.confirmed_at),
-            status_is(SubscriberStatus.ACTIVE),
-            func.count(Subscriber.completed_at),
-            status_is(SubscriberStatus.UNSUBSCRIBED),
-        )
-        .where(Subscriber.id.in_(ids))
-        .group_by(Subscriber.course_id)
-    ):
-        put(course_id, "signed_up", signed_up)
-        put(course_id, "confirmed", confirmed)
-        put(course_id, "active", active)
-        put(course_id, "completed", completed)
-        put(course_id, "unsubscribed", unsubscribed)
-    for course_id, booked in session.execute(
-        select(Subscriber.course_id, func.count(func.distinct(Event.subscriber_id)))
-        .join(Subscriber, Subscriber.id == Event.subscriber_id)
-        .where(Event.kind == EventKind.BOOK, Subscriber.id.in_(ids))
-        .group_by(Subscriber.course_id)
-    ):
-        put(course_id, "booked", booked)
-    # A reader's clicks belong to their enrolment's course; an erased reader's to the course
-    # their anonymous events kept.
-    owner = func.coalesce(Subscriber.course_id, Event.course_id)
-    clicks = (
-        select(owner, func.count())
-        .select_from(Event)
-        .outerjoin(Subscriber, Subscriber.id == Event.subscriber_id)
-        .where(Event.kind == EventKind.BOOK)
-        .group_by(owner)
+            func.sum(case((Subscriber.status == SubscriberStatus.ACTIVE, 1), else_=0)),
+        ).where(Subscriber.id.in_(ids)),
     )
-    if filters.active:
-        clicks = clicks.where(Event.subscriber_id.in_(ids))
-    for course_id, count in session.execute(clicks):
-        put(course_id, "booking_clicks", count)
+    # Booking clicks: readers per lesson, added up, so the course's number is the sum of
+    # its per-lesson rows (readers_per_lesson) by construction.
+    pairs = (
+        _events(filters, ids, EventKind.BOOK)
+        .add_columns(
+            _course_of_event().label("course_id"),
+            Event.lesson,
+            # An event left without a reader is a reader of its own.
+            func.coalesce(Event.subscriber_id, -Event.id).label("reader"),
+        )
+        .where(Event.lesson.is_not(None))
+        .distinct()
+        .subquery()
+    )
+    clicks = _by_course(session, select(pairs.c.course_id, func.count()))
+    counts: dict[int, dict[str, int]] = {}
+    for name, per_course in (
+        ("signed_up", signed_up(session, ids)),
+        ("confirmed", confirmed(session, ids)),
+        ("active", active),
+        ("completed", completed(session, filters, ids)),
+        ("unsubscribed", readers_who(session, filters, ids, EventKind.UNSUBSCRIBE)),
+        ("booked", confirmed_bookings(session, filters, ids)),
+        ("booking_clicks", clicks),
+    ):
+        for course_id, value in per_course.items():
+            counts.setdefault(course_id, {})[name] = value
     people = _scalar(
         session,
         select(func.count(func.distinct(func.lower(Subscriber.email)))).where(
@@ -478,12 +542,7 @@ def health(session: Session, now: datetime, tick_seconds: float, stale_ticks: in
             Delivery.status == DeliveryStatus.QUEUED, Delivery.claimed_by.is_not(None)
         ),
     )
-    sent_24h = _scalar(
-        session,
-        select(func.count()).where(
-            Delivery.status == DeliveryStatus.SENT, Delivery.sent_at >= now - timedelta(days=1)
-        ),
-    )
+    sent_24h = _scalar(session, select(func.count()).where(sent_since(now - timedelta(days=1))))
     failed_rows = session.execute(
         select(Delivery, Subscriber.email, Subscriber.public_id)
         .join(Subscriber)
@@ -528,6 +587,13 @@ def health(session: Session, now: datetime, tick_seconds: float, stale_ticks: in
         status_counts={s.value: int(statuses.get(s.value, 0)) for s in SubscriberStatus},
         stalled=stalled,
     )
+
+
+def sent_since(start: datetime) -> ColumnElement[bool]:
+    """Messages the relay accepted from ``start`` on: every delivery whose ``sent_at`` is
+    in the window, whatever its status now (an operator's re-send puts a sent row back in
+    the queue; an erased reader's rows stay)."""
+    return Delivery.sent_at >= start
 
 
 def stalled_readers() -> Select[Any]:
@@ -676,3 +742,55 @@ def deliverability(session: Session, now: datetime, days: int = 30) -> Deliverab
         auto_replies=int(kinds.get(EventKind.AUTO_REPLY, 0)),
         kept=kept,
     )
+
+
+# -- bookings --------------------------------------------------------------------------------
+
+
+@dataclass
+class BookingCounts:
+    """One lesson's booking numbers (``lesson`` None: bookings attributed to no lesson).
+
+    ``clicked``: readers who clicked "Book a session" in this lesson, each once however
+    often they clicked (the lesson table's "Booking clicks", readers_per_lesson).
+    ``confirmed``: bookings the booking system confirmed, net of cancellations (a
+    rescheduled booking counts once), per source (confirmed_bookings)."""
+
+    lesson: int | None
+    clicked: int = 0
+    confirmed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def confirmed_total(self) -> int:
+        return sum(self.confirmed.values())
+
+
+def bookings_by_lesson(session: Session, filters: Filters) -> list[BookingCounts]:
+    """Readers who clicked "Book a session" and confirmed bookings, per lesson and per
+    source (course.bookings.SOURCES), in lesson-key order, then the unattributed row.
+
+    With no filter beyond the course, erased readers' clicks and bookings still count
+    (by the course they keep); with filters, only the matching readers'."""
+    # Here, not at the top: course.bookings pulls in the subscription rules, which the
+    # other reports do not need.
+    from course.bookings import SOURCES
+
+    ids = filters.subscriber_ids()
+    rows: dict[int | None, BookingCounts] = {}
+
+    def row(lesson: int | None) -> BookingCounts:
+        if lesson not in rows:
+            rows[lesson] = BookingCounts(lesson, confirmed=dict.fromkeys(SOURCES, 0))
+        return rows[lesson]
+
+    for lesson, readers in readers_per_lesson(session, filters, ids, EventKind.BOOK).items():
+        row(lesson).clicked = readers
+    for lesson, source, count in session.execute(
+        _bookings(filters, ids)
+        .add_columns(Booking.lesson, Booking.source, func.count())
+        .group_by(Booking.lesson, Booking.source)
+    ):
+        found = row(None if lesson is None else int(lesson))
+        found.confirmed[str(source)] = found.confirmed.get(str(source), 0) + int(count)
+    keys = sorted(k for k in rows if k is not None)
+    return [rows[k] for k in keys] + ([rows[None]] if None in rows else [])

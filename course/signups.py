@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from course.config import Settings
+from course.i18n import available_languages, setting_text
 from course.models import utcnow
 from course.subscriptions import decide_signup_request, take_signup_requests
 
@@ -48,6 +49,17 @@ def decide_signups(
     return decided
 
 
+def consent_wordings(settings: Settings) -> tuple[str, ...]:
+    """The signup form's consent wording in every language it is shown in (a German
+    course's form shows it in German): the consent record keeps the one a reader saw."""
+    return tuple(
+        dict.fromkeys(
+            setting_text(settings, "signup_consent_text", language)
+            for language in available_languages()
+        )
+    )
+
+
 def _decide_one(
     sessions: sessionmaker[Session],
     settings: Settings,
@@ -61,7 +73,9 @@ def _decide_one(
                 requests = take_signup_requests(session, request_id=request_id, limit=1)
                 if not requests:
                     return False
-                decide_signup_request(session, requests[0], settings, clock())
+                decide_signup_request(
+                    session, requests[0], settings, clock(), consent_wordings(settings)
+                )
             return True
         except IntegrityError:
             # Another process enrolled the same new address between our lookup and our

@@ -419,6 +419,16 @@ def start_run(
     """The reader starts the course (``again``: a new run, after they left or finished;
     the earlier run's deliveries, answers and notes stay). Their first lesson is queued."""
     if again:
+        if subscriber.completed_at is not None:
+            # The run that ends here stays counted as completed (course.reports).
+            record_event(
+                session,
+                subscriber,
+                EventKind.COMPLETED,
+                subscriber.completed_at,
+                value=f"run-{subscriber.run}",
+                via="course",
+            )
         subscriber.run += 1
         subscriber.unsubscribed_at = None
         subscriber.completed_at = None
@@ -1016,14 +1026,22 @@ def take_signup_requests(
 
 
 def decide_signup_request(
-    session: Session, request: SignupRequest, settings: Settings, now: datetime
+    session: Session,
+    request: SignupRequest,
+    settings: Settings,
+    now: datetime,
+    consent_texts: Sequence[str] = (),
 ) -> None:
     """Apply one stored signup (:func:`subscribe`); it was taken (deleted) with
-    :func:`take_signup_requests` in the same transaction."""
+    :func:`take_signup_requests` in the same transaction. ``consent_texts``: the wordings
+    the signup form shows (one per language, course.signups); the one the request's hash
+    names is kept for the consent record."""
     consent = None
     if request.consent_source:
-        if request.consent_text_hash == consent_text_hash(settings.signup_consent_text):
-            keep_consent_text(session, settings.signup_consent_text, now)
+        for text in (*consent_texts, settings.signup_consent_text):
+            if request.consent_text_hash == consent_text_hash(text):
+                keep_consent_text(session, text, now)
+                break
         consent = Consent(request.consent_source, request.consent_origin, request.consent_text_hash)
     data = SignupData(
         email=request.email,

@@ -29,6 +29,7 @@ PURPOSES = (
     "pause",
     "book",
     "join",  # another course, offered after the last lesson (course.web.links.join)
+    "bookref",  # names the reader in a booking system's webhook; opens no page (course.bookings)
 )
 
 #: Payloads (compact JSON) shorter than this are signed by :meth:`Signer.dumps`'s own fast

@@ -6,6 +6,8 @@ Screenshots of each page are saved under tests/artifacts/.
 
 from __future__ import annotations
 
+import hmac
+import json
 import os
 import re
 import socket
@@ -17,7 +19,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
-from urllib.request import urlopen
+from urllib.request import Request, urlopen
 
 import pytest
 
@@ -98,6 +100,8 @@ def live_app(tmp_path: Path, booking_site: str) -> Iterator[tuple[str, dict[str,
         COURSE_TICK_SECONDS="0.5",
         COURSE_LESSON_INTERVAL="3600",
         COURSE_CARE_EMAIL="care@harbor.example.org",
+        # The practice's booking system reports bookings through the generic webhook.
+        COURSE_BOOKING_WEBHOOK_SECRET=BOOKING_SECRET,
     )
     course = str(Path(sys.executable).parent / "course")
     subprocess.run([course, "db", "upgrade"], env=env, check=True, capture_output=True)
@@ -112,6 +116,27 @@ def live_app(tmp_path: Path, booking_site: str) -> Iterator[tuple[str, dict[str,
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
+
+
+BOOKING_SECRET = "browser-test-booking-webhook-secret"
+
+
+def _booking_webhook(base: str, body: dict[str, str]) -> None:
+    """Call the generic booking webhook as a booking system would (docs/operators.md)."""
+    raw = json.dumps(body).encode()
+    stamp = str(int(time.time()))
+    signature = hmac.new(BOOKING_SECRET.encode(), stamp.encode() + b"." + raw, "sha256")
+    call = Request(
+        base + "/webhooks/bookings/generic",
+        data=raw,
+        headers={
+            "Content-Type": "application/json",
+            "X-Course-Timestamp": stamp,
+            "X-Course-Signature": f"sha256={signature.hexdigest()}",
+        },
+    )
+    with urlopen(call, timeout=10) as answer:
+        assert answer.status == 200
 
 
 @pytest.fixture
@@ -239,12 +264,17 @@ def test_the_readers_whole_journey(
     expect(page.get_by_role("heading", name="Booking page")).to_be_visible()  # type: ignore[attr-defined]
     landed = urlsplit(page.url)  # type: ignore[attr-defined]
     assert f"{landed.scheme}://{landed.netloc}{landed.path}" == booking_site
-    assert parse_qs(landed.query) == {
+    query = parse_qs(landed.query)
+    (ref,) = query.pop("course_ref")  # opaque: names the reader to our webhook only
+    assert "@" not in ref and "robin" not in ref.lower()
+    assert query == {
         "utm_source": ["course"],
         "utm_medium": ["email"],
         "utm_campaign": ["lesson-1"],
     }
     shot(page, "11-booking")
+    # The reader books; the booking system tells the course, passing the reference back.
+    _booking_webhook(base, {"event": "booking.confirmed", "id": "bk-1", "ref": ref})
 
     # The practice's side: an operator signs in and sees this reader's answers.
     operator_password = "a long operator password"
@@ -254,11 +284,15 @@ def test_the_readers_whole_journey(
     page.get_by_label("Password").fill(operator_password)  # type: ignore[attr-defined]
     page.get_by_role("button", name="Sign in").click()  # type: ignore[attr-defined]
     expect(page.get_by_role("heading", name="Course dashboard")).to_be_visible()  # type: ignore[attr-defined]
-    lesson_row = page.get_by_role("row", name=re.compile(r"^1\. Where insecurity"))  # type: ignore[attr-defined]
+    lessons = page.get_by_role("region", name="Lessons")  # type: ignore[attr-defined]
+    lesson_row = lessons.get_by_role("row", name=re.compile(r"^1\. Where insecurity"))
     # Delivered 1, viewed 0, done 1, lighter 1, same 0, stirred 0, booking clicks 1.
     expect(lesson_row.get_by_role("cell")).to_have_text(["1", "0", "1", "1", "0", "0", "1", "0"])
-    booked = page.get_by_role("row", name=re.compile("Booked a session"))  # type: ignore[attr-defined]
-    expect(booked.get_by_role("cell").nth(1)).to_have_text("1")
+    # The click and the booking the webhook reported, side by side, by lesson and source.
+    bookings = page.get_by_role("region", name="Bookings")  # type: ignore[attr-defined]
+    booked = bookings.get_by_role("row", name=re.compile(r"^1\. Where insecurity"))
+    # Clicked 1, booked 1: via cal.com 0, calendly 0, generic 1.
+    expect(booked.get_by_role("cell")).to_have_text(["1", "1", "0", "0", "1"])
     shot(page, "14-admin-dashboard")
     page.set_viewport_size({"width": 1280, "height": 900})  # type: ignore[attr-defined]
     shot(page, "15-admin-dashboard-wide")

@@ -473,11 +473,16 @@ def test_data_download_and_delete_with_confirmation(
     assert status(sessions) == SubscriberStatus.ACTIVE
     assert client.post(me + "/delete", data={"confirm": "yes"}).status_code == 200
     with sessions() as s:
-        assert s.scalar(select(func.count()).select_from(Subscriber)) == 0
-        assert s.scalar(select(func.count()).select_from(LessonProgress)) == 0
-        # Anonymous counts stay.
-        leftover = s.scalars(select(Event)).all()
-        assert leftover and all(e.subscriber_id is None for e in leftover)
+        # What stays names nobody: the row keeps the counts (privacy.erase), nothing more.
+        (left,) = s.scalars(select(Subscriber)).all()
+        assert left.email != "ana@example.com" and left.public_id != reader.public_id
+        assert left.status == SubscriberStatus.ERASED
+        assert s.scalars(select(LessonProgress.checkin)).all() == ["lighter"]
+        assert s.scalars(select(LessonProgress.note)).all() == [None]
+        assert not s.scalars(
+            select(Delivery).where(Delivery.status == DeliveryStatus.QUEUED)
+        ).all()  # nothing more is sent
+        assert s.scalars(select(Event)).all()  # what they did still counts
     assert client.get(me).status_code == 404
 
 

@@ -76,6 +76,7 @@ NEW_COLUMNS = {
     "subscribers": {"course_id", "snoozed_until"},
     "events": {"course_id"},
     "signup_requests": {"course_id"},
+    "operators": {"language"},  # 0014: the admin's language, per staff member
 }
 
 
@@ -151,7 +152,7 @@ def test_every_row_is_carried_over_with_the_same_values(old_url: str, before: Ro
         if set(after[name][0]) != set(rows[0])
     }
     assert added == NEW_COLUMNS
-    assert set(after) - set(before) == {"courses", "course_versions"}
+    assert set(after) - set(before) == {"courses", "course_versions", "bookings"}
 
 
 def test_every_reader_and_event_belongs_to_course_one_published_as_version_one(

@@ -198,6 +198,11 @@ ROUTES: dict[tuple[str, str], tuple[Request, dict[Role, int]]] = {
         everyone(302),
     ),
     ("/admin/logout", "POST"): (lambda w: ("/admin/logout", {}), everyone(302)),
+    # Each staff member's own choice of the admin's language (docs/translating.md).
+    ("/admin/language", "POST"): (
+        lambda w: ("/admin/language", {"language": "en", "next": "/admin/"}),
+        everyone(303),
+    ),
     ("/admin/2fa", "GET"): (_get("/admin/2fa"), everyone(200)),
     ("/admin/2fa", "POST"): (lambda w: ("/admin/2fa", {"code": "abc"}), everyone(400)),
     ("/admin/", "GET"): (_get("/admin/"), everyone(200)),

@@ -328,6 +328,10 @@ def test_erasing_a_reader_mid_send_does_not_stop_the_batch(
     assert not erasing[0].is_alive()
     assert sorted(t for t, _ in eraser.sent) == ["gone@example.com", "stays@example.com"]
     assert result.sent == 2
+    # Both sends are on record (the erased reader's row stays, naming nobody), and only
+    # the reader who stays has a next lesson waiting: the erasure cancelled the other's.
     assert [d.status for d in rows(settings) if d.kind == "lesson" and d.number == 1] == [
-        DeliveryStatus.SENT
+        DeliveryStatus.SENT,
+        DeliveryStatus.SENT,
     ]
+    assert len([d for d in rows(settings) if d.status == DeliveryStatus.QUEUED]) == 1

@@ -78,11 +78,13 @@ from wtforms.validators import DataRequired, Length, ValidationError
 
 from course import audit
 from course.audit import Action
+from course.bookings import SOURCES as BOOKING_SOURCES
 from course.bounces import replies_of
 from course.care import RiskPhrases, mark, needs_a_look, open_count, risk_phrases
 from course.courses import PublishedCourse
 from course.crypto import DataKeyError, decrypt, encrypt
 from course.extensions import login_manager, state
+from course.i18n import N_, available_languages, gettext, language_choices, use_language
 from course.models import (
     Delivery,
     Event,
@@ -117,7 +119,10 @@ from course.operators import (
 from course.privacy import consent_record, erase, export_data
 from course.progress import record_event
 from course.reports import (
+    BookingCounts,
     Filters,
+    LessonStats,
+    bookings_by_lesson,
     course_lessons,
     deliverability,
     funnel,
@@ -349,6 +354,7 @@ class AdminUser(UserMixin):
         self.session_version = operator.session_version
         self.email = operator.email
         self.timezone = operator.timezone
+        self.language = operator.language
         self.role = role_of(operator)
         self.has_totp = operator.totp_enabled_at is not None
 
@@ -423,6 +429,39 @@ def operator_time(value: datetime | None) -> str:
     return value.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
 
 
+#: The role names the admin shows (course.operators.Role), for the catalogs.
+ROLE_NAMES = (N_("owner"), N_("therapist"), N_("assistant"))
+#: How a "Needs a look" item can be marked (course.care), for the catalogs.
+CARE_MARKS = (N_("seen"), N_("contacted"))
+
+
+@bp.before_request
+def _staff_language() -> None:
+    """The admin speaks the signed-in staff member's own choice (English until they make
+    one, and on the sign-in pages)."""
+    chosen = getattr(current_user, "language", None) if current_user.is_authenticated else None
+    use_language(chosen)
+
+
+@bp.post("/language")
+@requires(Role.ASSISTANT, during_enrolment=True)
+def set_language() -> ResponseReturnValue:
+    """Choose the admin's language for oneself (kept on the staff account, so it follows
+    them to every browser); back to the page it was chosen on."""
+    chosen = request.form.get("language", "")
+    if chosen not in available_languages():
+        abort(400)
+    with state().sessions() as session, session.begin():
+        operator = session.get(Operator, current_user.operator_id)
+        if operator is not None:
+            operator.language = chosen
+    back = request.form.get("next", "")
+    # Only a page of the admin: never another site ("//evil.example", "/\\evil.example").
+    if not (back.startswith("/admin/") and "//" not in back and "\\" not in back):
+        back = url_for("admin.dashboard")
+    return redirect(back, code=303)
+
+
 @bp.context_processor
 def _admin_context() -> dict[str, Any]:
     tz = getattr(current_user, "timezone", None) or state().settings.default_timezone
@@ -443,6 +482,7 @@ def _admin_context() -> dict[str, Any]:
         "can": can,
         "enrolling": enrolling,
         "care_count": care_count,
+        "admin_languages": language_choices(),
     }
 
 
@@ -718,6 +758,7 @@ def dashboard() -> ResponseReturnValue:
     across = None
     steps: list[Any] = []
     lessons: list[Any] = []
+    booked: list[BookingCounts] = []
     with course.read_sessions() as session:
         if shown is None:
             across = summary(session, filters, catalogue)
@@ -726,6 +767,7 @@ def dashboard() -> ResponseReturnValue:
             titles = course_lessons(shown)
             steps = funnel(session, filters, titles)
             lessons = per_lesson(session, filters, titles)
+            booked = bookings_by_lesson(session, filters)
         pulse = health(session, utcnow(), course.settings.tick_seconds)
         returns = deliverability(session, utcnow())
         sources = [
@@ -742,6 +784,8 @@ def dashboard() -> ResponseReturnValue:
         signed_up=(steps[0].count if steps else 0) or 1,
         lessons=current,
         elsewhere=[ls for ls in lessons if ls.position is None],
+        bookings=_booking_rows(booked, lessons),
+        booking_sources=BOOKING_SOURCES,
         health=pulse,
         returns=returns,
         filters=filters,
@@ -762,6 +806,22 @@ def dashboard() -> ResponseReturnValue:
         course=shown,
         courses=[c for c in catalogue if c.version_id is not None or c == shown],
     )
+
+
+def _booking_rows(
+    booked: list[BookingCounts], lessons: list[LessonStats]
+) -> list[tuple[str, BookingCounts]]:
+    """The bookings table: a row per lesson with clicks or bookings, named as in the
+    lesson table, then the bookings no lesson led to."""
+    names = {
+        ls.lesson: f"{ls.position}. {ls.title}" if ls.position is not None else ls.title
+        for ls in lessons
+    }
+    return [
+        (names.get(r.lesson, f"Lesson #{r.lesson}") if r.lesson is not None else "No lesson", r)
+        for r in booked
+        if r.clicked or r.confirmed_total
+    ]
 
 
 # -- subscribers ----------------------------------------------------------------------------
@@ -885,7 +945,7 @@ def subscriber_action(public_id: str, action: str) -> ResponseReturnValue:
         subscriber = _subscriber(session, public_id)
         if action == "pause":
             ok = pause(session, subscriber, now, via="admin", operator_id=operator_id)
-            message = "Paused." if ok else "Only an active course can be paused."
+            message = gettext("Paused.") if ok else gettext("Only an active course can be paused.")
         elif action == "resume":
             joined = course.courses.current(session).get(subscriber.course_id)
             ok = joined is not None and resume(
@@ -897,26 +957,30 @@ def subscriber_action(public_id: str, action: str) -> ResponseReturnValue:
                 via="admin",
                 operator_id=operator_id,
             )
-            message = "Resumed: one lesson at the next send hour." if ok else "Not paused."
+            message = (
+                gettext("Resumed: one lesson at the next send hour.")
+                if ok
+                else gettext("Not paused.")
+            )
         elif action == "unsubscribe":
             ok = unsubscribe(session, subscriber, now, via="admin", operator_id=operator_id)
-            message = "Unsubscribed." if ok else "Already unsubscribed."
+            message = gettext("Unsubscribed.") if ok else gettext("Already unsubscribed.")
         elif action == "resend":
             lesson = request.form.get("lesson", "")
             number = parse_lesson_number(lesson)
             ok = number is not None and resend_lesson(session, subscriber, number, now, operator_id)
             message = (
-                f"Lesson {lesson} will be sent again on the next tick."
+                gettext("Lesson %(lesson)s will be sent again on the next tick.", lesson=lesson)
                 if ok
-                else "Only a lesson this reader already received can be re-sent."
+                else gettext("Only a lesson this reader already received can be re-sent.")
             )
         elif action == "retry":
             number = retry_failed(session, subscriber, now, operator_id)
             ok = number is not None
             message = (
-                f"Lesson {number} will be tried again on the next tick."
+                gettext("Lesson %(lesson)s will be tried again on the next tick.", lesson=number)
                 if ok
-                else "Nothing to retry: no failed lesson for an active reader."
+                else gettext("Nothing to retry: no failed lesson for an active reader.")
             )
         else:
             abort(404)
@@ -935,7 +999,10 @@ def retry_all_failed() -> ResponseReturnValue:
         retried = 0
         for subscriber in session.scalars(select(Subscriber).where(Subscriber.id.in_(ids))):
             retried += retry_failed(session, subscriber, now, operator_id) is not None
-    flash(f"{retried} lesson(s) will be tried again on the next tick.", "notice")
+    flash(
+        gettext("%(count)s lesson(s) will be tried again on the next tick.", count=retried),
+        "notice",
+    )
     return redirect(url_for("admin.dashboard"), code=303)
 
 
@@ -985,7 +1052,7 @@ def subscriber_erase(public_id: str) -> ResponseReturnValue:
             via="admin",
             operator_id=current_user.operator_id,
         )
-    flash("The subscriber and their personal data were erased.", "notice")
+    flash(gettext("The subscriber and their personal data were erased."), "notice")
     return redirect(url_for("admin.subscribers"), code=303)
 
 
@@ -1049,7 +1116,7 @@ def care_mark() -> ResponseReturnValue:
             now,
             detail=f"{item} {status}",
         )
-    flash(f"Marked as {status}.", "notice")
+    flash(gettext("Marked as %(status)s.", status=gettext(status)), "notice")
     return redirect(url_for("admin.care"), code=303)
 
 

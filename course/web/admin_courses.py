@@ -452,7 +452,9 @@ def _preview(course: PublishedCourse, kind: str, key: int) -> Preview:
         return Preview(error="It cannot be drawn until the problems listed here are fixed.")
     except Exception as exc:  # a template of the practice's own: a message, not a 500
         return Preview(error=f"It cannot be drawn: {exc}")
-    html, text = compiled.fill(renderer.slot_values(compiled.slots, reader, kind, key))
+    html, text = compiled.fill(
+        renderer.slot_values(compiled.slots, reader, kind, key, compiled.language)
+    )
     return Preview(subject=compiled.subject, html=html, text=text)
 
 

@@ -6,14 +6,18 @@ from flask import jsonify, make_response, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
+from course.i18n import N_, page_language, translate_message
+
+# Written in English and translated on the page (programs get the English JSON).
 MESSAGES = {
-    400: "Something in that request wasn't quite right.",
-    404: "We couldn't find that page.",
-    405: "That page can't be used this way.",
-    413: "That was more data than this form accepts.",
-    415: "Please send the form as a web form or as JSON.",
-    429: "Too many attempts. Please wait a little and try again.",
+    400: N_("Something in that request wasn't quite right."),
+    404: N_("We couldn't find that page."),
+    405: N_("That page can't be used this way."),
+    413: N_("That was more data than this form accepts."),
+    415: N_("Please send the form as a web form or as JSON."),
+    429: N_("Too many attempts. Please wait a little and try again."),
 }
+SOMETHING_WRONG = N_("Something went wrong.")
 
 
 def wants_json() -> bool:
@@ -25,16 +29,17 @@ def wants_json() -> bool:
 
 
 def error_response(status: int, message: str, **extra: object) -> ResponseReturnValue:
-    """Render an error as a page or as JSON, with ``status``."""
+    """Render an error as a page (in the page's language) or as JSON, with ``status``."""
     if wants_json():
         return jsonify(error=message, **extra), status
-    return render_template("web/error.html", status=status, message=message), status
+    shown = translate_message(str(message), page_language())
+    return render_template("web/error.html", status=status, message=shown), status
 
 
 def handle_http_error(exc: HTTPException) -> ResponseReturnValue:
     """Every HTTP error the app raises goes through here."""
     status = exc.code or 500
-    message = MESSAGES.get(status) or exc.description or "Something went wrong."
+    message = MESSAGES.get(status) or exc.description or SOMETHING_WRONG
     response = make_response(error_response(status, message))
     allow = exc.get_response().headers.get("Allow")
     if status == 405 and allow:

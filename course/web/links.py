@@ -35,10 +35,22 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from course.bookings import booking_link_params
 from course.care import RiskPhrases, risk_phrases
 from course.courses import PublishedCourse, lesson_in_history
 from course.crisis import countries
 from course.extensions import state
+from course.i18n import (
+    N_,
+    country_name,
+    gettext,
+    html_lang,
+    local_datetime,
+    page_language,
+    setting_text,
+    use_course_language,
+    zone_groups_in,
+)
 from course.models import (
     CheckIn,
     Delivery,
@@ -77,7 +89,7 @@ from course.subscriptions import (
     unsubscribe,
     unsubscribe_everywhere,
 )
-from course.timezones import may_choose, zone_groups
+from course.timezones import may_choose
 from course.tokens import InvalidToken
 from course.web.errors import error_response
 
@@ -97,11 +109,12 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
-BAD_LINK = (
+# Translated where they are shown (course.web.errors.error_response).
+BAD_LINK = N_(
     "This link isn't valid. It may have been copied only in part. Please use the link "
     "exactly as it appears in your email."
 )
-GONE = "We couldn't find your course. Your data may have been deleted."
+GONE = N_("We couldn't find your course. Your data may have been deleted.")
 
 
 class LinkError(Exception):
@@ -139,6 +152,8 @@ def _resolve(
     if subscriber is None:
         raise LinkError(404, GONE)
     g.reader_country = subscriber.country  # the crisis resources this reader's pages show
+    # The reader's pages speak the language of the course they came from.
+    use_course_language(state().courses.current().get(subscriber.course_id))
     return subscriber, lesson
 
 
@@ -198,6 +213,11 @@ def _progress(session: Session, subscriber: Subscriber, lesson: int) -> LessonPr
     ).first()
 
 
+def note_too_long() -> str:
+    """What a reader reads when a note is longer than :data:`MAX_NOTE`."""
+    return gettext("Please keep the note under %(max)s characters.", max=MAX_NOTE)
+
+
 def _phrases() -> RiskPhrases:
     """The practice's risk phrases (course.care): a note that matches one reaches a person."""
     return risk_phrases(state().settings.risk_phrases_file)
@@ -214,9 +234,9 @@ def _course(subscriber: Subscriber) -> PublishedCourse:
 def _lesson_title(subscriber: Subscriber, lesson: int) -> str:
     course = _course(subscriber)
     if lesson == 0:
-        return "Your follow-up"
+        return gettext("Your follow-up")
     found = course.content.get(lesson)
-    return found.title if found else f"Lesson {lesson}"
+    return found.title if found else gettext("Lesson %(number)s", number=lesson)
 
 
 def _records() -> bool:
@@ -270,13 +290,13 @@ def checkin(token: str) -> ResponseReturnValue:
                     check_in(session, subscriber, lesson, CheckIn(answer_raw), now)
                     saved = True
                 except ValueError:
-                    errors["answer"] = "Please choose one of the three answers."
+                    errors["answer"] = gettext("Please choose one of the three answers.")
             # An empty note here changes nothing: this page never shows the note saved
             # before, so it must not delete it either (the progress page can).
             if note is not None and note.replace("\x00", "").strip():
                 note = note.replace("\x00", "").strip()
                 if len(note) > MAX_NOTE:
-                    errors["note"] = f"Please keep the note under {MAX_NOTE} characters."
+                    errors["note"] = note_too_long()
                 else:
                     save_note(session, subscriber, lesson, note, now, _phrases())
                     saved = True
@@ -318,7 +338,7 @@ def view(token: str) -> ResponseReturnValue:
         subscriber, lesson = _resolve(session, "view", token, with_lesson=True)
         found = lesson_in_history(session, _course(subscriber), lesson)
         if found is None or not _was_sent(session, subscriber, lesson):
-            raise LinkError(404, "This lesson isn't available yet.")
+            raise LinkError(404, gettext("This lesson isn't available yet."))
         if _records():
             record_link_click(session, subscriber, lesson, EventKind.VIEW, utcnow())
         return render_template(
@@ -340,12 +360,19 @@ def book(token: str) -> ResponseReturnValue:
         if _records():
             record_link_click(session, subscriber, lesson, EventKind.BOOK, utcnow())
         joined = _course(subscriber)
+        # The reader's reference for the booking webhooks, and the prefill if it is on.
+        extra = booking_link_params(subscriber, course.settings, course.signer)
     campaign = f"{joined.slug}-lesson-{lesson}" if lesson else f"{joined.slug}-after"
     if joined.id == 1 and lesson:
         campaign = f"lesson-{lesson}"  # the first course keeps the campaign names it had
     target = add_query(
         joined.booking_url or course.settings.booking_url,
-        {"utm_source": "course", "utm_medium": "email", "utm_campaign": campaign},
+        {
+            "utm_source": "course",
+            "utm_medium": "email",
+            "utm_campaign": campaign,
+            **extra,
+        },
     )
     return redirect(target, code=302)
 
@@ -430,12 +457,10 @@ def unsubscribe_link(token: str) -> ResponseReturnValue:
 # -- progress page -------------------------------------------------------------------------
 
 
-def local_time(value: datetime | None, tz: str) -> str:
-    """A time as the reader reads it: 'Thursday 27 November, 08:00'."""
-    if value is None:
-        return ""
-    local = value.astimezone(ZoneInfo(tz))
-    return f"{local:%A} {local.day} {local:%B}, {local:%H:%M}"
+def local_time(value: datetime | None, tz: str, language: str | None = None) -> str:
+    """A time as the reader reads it, in the page's language: 'Thursday 27 November,
+    08:00', 'Donnerstag, 27. November, 08:00'."""
+    return local_datetime(value, tz, language or page_language())
 
 
 def _timeline(
@@ -471,11 +496,11 @@ def _timeline(
             {
                 "lesson": key,
                 "number": number,
-                "title": known.title if known else f"Lesson {key}",
+                "title": known.title if known else gettext("Lesson %(number)s", number=key),
                 "sent_at": local_time(sent.get(key), subscriber.timezone),
                 "received": key in sent,
                 "done": bool(row and row.done_at),
-                "checkin": CheckIn(row.checkin).label if row and row.checkin else None,
+                "checkin": gettext(CheckIn(row.checkin).label) if row and row.checkin else None,
                 "checkin_at": local_time(row.checkin_at, subscriber.timezone) if row else "",
                 "note": row.note if row and row.note else "",
                 "view_token": state().signer.dumps("view", subscriber.public_id, key),
@@ -497,6 +522,8 @@ def _progress_page(session: Session, subscriber: Subscriber, **extra: Any) -> st
         {
             "title": c.title,
             "status": e.status,
+            "status_label": gettext(STATUS_LABELS.get(SubscriberStatus(e.status), e.status)),
+            "lang": html_lang(c.language),
             "token": app_state.signer.dumps("progress", e.public_id),
         }
         for cid, e in enrolled.items()
@@ -514,8 +541,9 @@ def _progress_page(session: Session, subscriber: Subscriber, **extra: Any) -> st
         if subscriber.snoozed_until and subscriber.snoozed_until > utcnow()
         else "",
         send_hour=rhythm.hour,
-        zones=zone_groups(),
+        zones=zone_groups_in(page_language()),
         countries=_countries(),
+        country_name=country_name(crisis_country(subscriber), page_language()),
         max_note=MAX_NOTE,
         tokens=_progress_tokens(subscriber),
         # Other courses to join: those the reader is not on now.
@@ -587,7 +615,10 @@ def progress_snooze(token: str) -> ResponseReturnValue:
             if day is None or not today < day <= today + timedelta(days=MAX_SNOOZE_DAYS):
                 raise LinkError(
                     400,
-                    f"Please choose a day after today and at most {MAX_SNOOZE_DAYS} days ahead.",
+                    gettext(
+                        "Please choose a day after today and at most %(days)s days ahead.",
+                        days=MAX_SNOOZE_DAYS,
+                    ),
                 )
             # From the start of that day, in the reader's time zone: the course goes on at
             # their send hour that day.
@@ -600,7 +631,7 @@ def progress_snooze(token: str) -> ResponseReturnValue:
             settings=course.settings,
             course=_course(subscriber),
         ):
-            raise LinkError(400, "Only a running course can take a break.")
+            raise LinkError(400, gettext("Only a running course can take a break."))
     return redirect(url_for("links.progress", token=token, _anchor="status"), code=303)
 
 
@@ -612,7 +643,7 @@ def progress_again(token: str) -> ResponseReturnValue:
     with course.sessions() as session, session.begin():
         subscriber, _ = _resolve(session, "progress", token, with_lesson=False)
         if subscriber.status != SubscriberStatus.COMPLETED:
-            raise LinkError(400, "Only a completed course can be taken again.")
+            raise LinkError(400, gettext("Only a completed course can be taken again."))
         start_run(
             session,
             subscriber,
@@ -642,8 +673,10 @@ def join(token: str) -> ResponseReturnValue:
             raise LinkError(404, GONE)
         g.reader_country = person.country
         target = app_state.courses.current(session).get(payload[1])
+        # The page is about the course offered, in its language.
+        use_course_language(target or app_state.courses.current(session).get(person.course_id))
         if target is None or not target.open_for_signup:
-            raise LinkError(404, "This course is not open for signups at the moment.")
+            raise LinkError(404, gettext("This course is not open for signups at the moment."))
         enrolment = find_by_email(session, person.email, target.id)
         already = enrolment is not None and enrolment.status in (
             SubscriberStatus.ACTIVE,
@@ -663,7 +696,7 @@ def join(token: str) -> ResponseReturnValue:
             statuses=SubscriberStatus,
             token=token,
             progress_token=progress_token,
-            consent_text=app_state.settings.signup_consent_text,
+            consent_text=setting_text(app_state.settings, "signup_consent_text", page_language()),
         )
 
 
@@ -685,7 +718,7 @@ def progress_country(token: str) -> ResponseReturnValue:
         code = (request.form.get("country") or "").strip().upper()
         known = {c for c, _ in _countries()}
         if code and code not in known:
-            raise LinkError(400, "Please choose a country from the list.")
+            raise LinkError(400, gettext("Please choose a country from the list."))
         # Where the person lives: the same for every course they take.
         for enrolment in enrolments_of(session, subscriber.email):
             enrolment.country = code or None
@@ -696,14 +729,35 @@ def progress_country(token: str) -> ResponseReturnValue:
 
 
 def _countries() -> list[tuple[str, str]]:
-    """The countries a reader can choose (the practice's choice, or all in the data)."""
+    """The countries a reader can choose (the practice's choice, or all in the data), named
+    and sorted in the page's language."""
     course = state()
     shown = set(course.settings.crisis_countries)
-    return [
-        (code, name)
+    language = page_language()
+    named = [
+        (code, country_name(code, language, name))
         for code, name in countries(course.renderer.crisis)
         if not shown or code in shown
     ]
+    return sorted(named, key=lambda pair: (pair[1].casefold(), pair[0]))
+
+
+def crisis_country(subscriber: Subscriber) -> str:
+    """The country whose crisis resources this reader sees (the worldwide entry's code when
+    their country is not shown)."""
+    course = state()
+    return course.renderer.crisis_for(subscriber.country).country
+
+
+#: What the reader's list of their other courses says about each (translated on the page).
+STATUS_LABELS = {
+    SubscriberStatus.PENDING: N_("pending"),
+    SubscriberStatus.ACTIVE: N_("active"),
+    SubscriberStatus.PAUSED: N_("paused"),
+    SubscriberStatus.COMPLETED: N_("completed"),
+    SubscriberStatus.UNSUBSCRIBED: N_("unsubscribed"),
+    SubscriberStatus.BOUNCED: N_("bounced"),
+}
 
 
 @bp.post("/me/<token>/schedule")
@@ -716,9 +770,9 @@ def progress_schedule(token: str) -> ResponseReturnValue:
         hour = parse_hour(request.form.get("send_hour", ""))
         tz = request.form.get("timezone", "")
         if hour is None:
-            errors["send_hour"] = "Please choose an hour between 0 and 23."
+            errors["send_hour"] = gettext("Please choose an hour between 0 and 23.")
         if not may_choose(tz, subscriber.timezone):
-            errors["timezone"] = "Please choose a time zone from the list."
+            errors["timezone"] = gettext("Please choose a time zone from the list.")
         if errors:
             return _progress_page(session, subscriber, errors=errors), 400
         assert hour is not None
@@ -744,12 +798,12 @@ def progress_note(token: str) -> ResponseReturnValue:
         lesson = parse_lesson_number(request.form.get("lesson", ""))
         note = (request.form.get("note") or "").replace("\x00", "").strip()
         if lesson is None or not _was_sent(session, subscriber, lesson):
-            raise LinkError(400, "Please choose a lesson you have received.")
+            raise LinkError(400, gettext("Please choose a lesson you have received."))
         if len(note) > MAX_NOTE:
             return _progress_page(
                 session,
                 subscriber,
-                errors={"note": f"Please keep the note under {MAX_NOTE} characters."},
+                errors={"note": note_too_long()},
             ), 400
         save_note(session, subscriber, lesson, note, utcnow(), _phrases())
     return redirect(url_for("links.progress", token=token, saved="note"), code=303)

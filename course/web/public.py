@@ -31,6 +31,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask.typing import ResponseReturnValue
@@ -39,6 +40,14 @@ from flask_wtf.csrf import CSRFError
 from course.config import Settings
 from course.courses import PublishedCourse
 from course.extensions import state
+from course.i18n import (
+    N_,
+    page_language,
+    setting_text,
+    translate_message,
+    use_course_language,
+    use_language,
+)
 from course.models import SubscriberStatus, utcnow
 from course.security import (
     form_age,
@@ -81,13 +90,15 @@ def init_app(app: Flask) -> None:
 
 
 #: The same words for every successful signup, new or known, so the response never tells
-#: whether an address is already enrolled.
-SIGNUP_MESSAGE = (
+#: whether an address is already enrolled. The messages here are English (for the JSON
+#: API) and marked for the catalogs: pages show them translated (course.web.errors and the
+#: form's ``translated`` filter).
+SIGNUP_MESSAGE = N_(
     "Thank you. Please check your inbox: we've sent you an email with a link to confirm "
     "your address. Your first lesson arrives as soon as you confirm."
 )
 FORM_FIELDS = ("email", "name", "timezone", "source", "course")
-NO_COURSE = "There is no course with that name open for signups."
+NO_COURSE = N_("There is no course with that name open for signups.")
 #: The hidden field people never see and bots fill in.
 HONEYPOT = "website"
 #: The hosted form's signed time stamp (``course.security.form_stamp``).
@@ -96,18 +107,18 @@ STAMP = "started"
 NEXT = "next"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
-FOREIGN_ORIGIN = (
+FOREIGN_ORIGIN = N_(
     "Signups are not accepted from this website. The course's operator can allow a site "
     "with COURSE_ALLOWED_ORIGINS."
 )
-BAD_NEXT = (
+BAD_NEXT = N_(
     "The form's 'next' address is not allowed. It must be a page on one of the sites listed "
     "in COURSE_ALLOWED_ORIGINS."
 )
 #: Shown when our form comes back without a valid CSRF token: it expired (after 8 hours),
 #: the visitor's cookies were cleared, or it was posted from a page that hides its origin.
-FORM_EXPIRED = "For your security, please check your details and send the form once more."
-BAD_ENCODING = "contains characters that could not be read (the form must be sent as UTF-8)"
+FORM_EXPIRED = N_("For your security, please check your details and send the form once more.")
+BAD_ENCODING = N_("contains characters that could not be read (the form must be sent as UTF-8)")
 #: The start of an RFC 2047 encoded word (``=?utf-8?q?...?=``). Mail software decodes these
 #: inside headers, so in a name or address one can smuggle CR/LF into the To header
 #: (CPython before 3.11.10 / 3.12.5 even writes it out as a new header line: CVE-2024-6923).
@@ -148,6 +159,10 @@ def index() -> ResponseReturnValue:
     without JavaScript)."""
     open_courses = state().courses.current().open()
     if len(open_courses) > 1:
+        # The list speaks the courses' language when they share one (each course's own
+        # card says which language it is in otherwise: see courses.html).
+        languages = {course.language for course in open_courses}
+        use_language(languages.pop() if len(languages) == 1 else None)
         return render_template(
             "web/courses.html", courses=open_courses, source=request.args.get("source", "")[:64]
         )
@@ -166,8 +181,12 @@ def course_page(slug: str) -> ResponseReturnValue:
 
 @bp.get("/thanks")
 def thanks() -> ResponseReturnValue:
-    """Where the signup form lands after a successful post."""
-    return render_template("web/thanks.html", message=SIGNUP_MESSAGE)
+    """Where the signup form lands after a successful post (in the language of the form
+    the visitor sent: :func:`_form_page` keeps it in the session)."""
+    use_language(session.get(FORM_LANGUAGE))
+    return render_template(
+        "web/thanks.html", message=translate_message(SIGNUP_MESSAGE, page_language())
+    )
 
 
 @bp.route("/subscribe", methods=["POST", "OPTIONS"])
@@ -231,7 +250,11 @@ def subscribe_view() -> ResponseReturnValue:
             origin=origin
             if source != "hosted" and origin not in (None, "null", "invalid")
             else None,
-            text_hash=consent_text_hash(settings.signup_consent_text),
+            # The wording the form showed: in the course's language (course.signups keeps
+            # each language's text for the consent record).
+            text_hash=consent_text_hash(
+                setting_text(settings, "signup_consent_text", joining.language)
+            ),
         )
         _record_signup(dataclasses.replace(signup, consent=consent))
     if is_json:
@@ -335,7 +358,7 @@ def _field_problems(data: dict[str, Any], undecodable: set[str]) -> dict[str, st
         if key in undecodable or "\ufffd" in value:
             problems[key] = BAD_ENCODING
         elif ENCODED_WORD in value:
-            problems[key] = "contains characters that are not allowed"
+            problems[key] = N_("contains characters that are not allowed")
     return problems
 
 
@@ -358,6 +381,11 @@ def _bot_reason(data: dict[str, Any], settings: Settings, *, hosted: bool) -> st
     return None
 
 
+NOTHING_OPEN = N_("No course is open for signups yet. Please come back soon.")
+#: The session key of the language the visitor's signup form was in.
+FORM_LANGUAGE = "form_language"
+
+
 def _form_page(
     values: dict[str, str],
     errors: dict[str, str],
@@ -370,7 +398,9 @@ def _form_page(
     app_state = state()
     joining = _course_named(values.get("course")) or app_state.courses.current().default()
     if joining is None:
-        return error_response(503, "No course is open for signups yet. Please come back soon.")
+        return error_response(503, NOTHING_OPEN)
+    language = use_course_language(joining)
+    session[FORM_LANGUAGE] = language  # for the thanks page after the post
     content = joining.content
     page = render_template(
         "web/index.html",
@@ -382,7 +412,7 @@ def _form_page(
         total=content.total,
         lessons=[lesson for key in content.order if (lesson := content.get(key))],
         # The exact wording kept with each reader's consent record (consent_texts).
-        consent_text=app_state.settings.signup_consent_text,
+        consent_text=setting_text(app_state.settings, "signup_consent_text", language),
     )
     return page, status
 
@@ -408,11 +438,11 @@ def _record_signup(signup: SignupData) -> None:
         return response
 
 
-CONFIRM_INVALID = (
+CONFIRM_INVALID = N_(
     "This confirmation link isn't valid or has expired. You can sign up again on the course "
     "page; it only takes a moment."
 )
-CONFIRM_GONE = (
+CONFIRM_GONE = N_(
     "We couldn't find this signup. It may have been removed; you're welcome to sign up again."
 )
 
@@ -449,6 +479,7 @@ def confirm_view(token: str) -> ResponseReturnValue:
                 return error_response(404, CONFIRM_GONE)
             status = subscriber.status
             joining = course.courses.current(session).get(subscriber.course_id)
+        use_course_language(joining)
         return render_template(
             "web/confirmed.html",
             status=status,
@@ -461,6 +492,7 @@ def confirm_view(token: str) -> ResponseReturnValue:
             return error_response(404, CONFIRM_GONE)
         status = subscriber.status
         joining = course.courses.current(session).get(subscriber.course_id)
+    use_course_language(joining)
     return render_template(
         "web/confirm.html",
         status=status,
