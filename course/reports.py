@@ -719,12 +719,7 @@ def deliverability(session: Session, now: datetime, days: int = 30) -> Deliverab
             .group_by(hard_or_soft)
         ).all()
     )
-    sent = _scalar(
-        session,
-        select(func.count()).where(
-            Delivery.sent_at >= since, Delivery.status == DeliveryStatus.SENT
-        ),
-    )
+    sent = _scalar(session, select(func.count()).where(sent_since(since)))
     kept = _scalar(
         session,
         select(func.count()).where(

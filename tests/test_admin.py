@@ -132,7 +132,8 @@ def test_every_page_renders_with_data(app: Flask, admin: FlaskClient) -> None:
     listing = admin.get("/admin/subscribers?q=ana").get_data(as_text=True)
     assert "ana@example.com" in listing
     detail = admin.get(f"/admin/subscribers/{reader.public_id}").get_data(as_text=True)
-    assert "checkin" in detail and "lighter" in detail and "book" in detail
+    assert "Checked in on lesson 1: lighter" in detail
+    assert "Clicked “Book a session” in lesson 1" in detail
 
 
 def test_dashboard_warns_when_the_scheduler_has_not_run(admin: FlaskClient) -> None:
@@ -364,3 +365,14 @@ def test_extreme_dashboard_dates_are_a_message_not_a_500(admin: FlaskClient, que
     response = admin.get(f"/admin/?{query}")
     assert response.status_code == 200
     assert "Use a date" in response.get_data(as_text=True)
+
+
+def test_a_readers_timeline_reads_as_sentences(app: Flask, admin: FlaskClient) -> None:
+    reader = enrol(app, admin, "ana@example.com")
+    admin.get(reader.url("checkin"))
+    page = admin.get(f"/admin/subscribers/{reader.public_id}").get_data(as_text=True)
+    assert "Confirmed and started the course (run 1)" in page
+    assert "Checked in on lesson 1: lighter" in page
+    assert "from a link in an email" in page
+    # Not the stored codes.
+    assert "checkin ·" not in page and "confirm ·" not in page and "via link" not in page

@@ -298,8 +298,8 @@ def test_the_readers_whole_journey(
     shot(page, "15-admin-dashboard-wide")
     page.get_by_role("link", name="Subscribers").click()  # type: ignore[attr-defined]
     page.get_by_role("link", name="reader@example.com").click()  # type: ignore[attr-defined]
-    expect(page.get_by_text(re.compile(r"checkin · lesson 1 · lighter"))).to_be_visible()  # type: ignore[attr-defined]
-    expect(page.get_by_text(re.compile(r"book · lesson 1"))).to_be_visible()  # type: ignore[attr-defined]
+    expect(page.get_by_text(re.compile(r"Checked in on lesson 1: lighter"))).to_be_visible()  # type: ignore[attr-defined]
+    expect(page.get_by_text(re.compile(r"Clicked “Book a session” in lesson 1"))).to_be_visible()  # type: ignore[attr-defined]
     shot(page, "16-admin-subscriber")
     page.set_viewport_size({"width": 390, "height": 844})  # type: ignore[attr-defined]
 

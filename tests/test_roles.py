@@ -400,8 +400,9 @@ def test_an_assistant_sees_the_timeline_but_no_words_of_the_reader(world: World)
     page = client.get(f"/admin/subscribers/{world.reader.public_id}").get_data(as_text=True)
     assert NOTE not in page and REPLY not in page and "Re: Day 1" not in page
     # The facts are there: a check-in, that a note was written, that they replied.
-    assert "checkin · lesson 1 · stirred" in page and "note · lesson 1" in page
-    assert "\nreply <span" in page
+    assert "Checked in on lesson 1: stirred things up" in page
+    assert "Wrote a note on lesson 1" in page
+    assert "Replied by email <span" in page
     assert "shown only to therapists and owners" in page
     # No export link (the export contains the notes), but every other action.
     actions = {f.action for f in forms(page)}

@@ -140,6 +140,8 @@ from course.subscriptions import (
     retry_failed,
     unsubscribe,
 )
+from course.timeline import describe as timeline_sentence
+from course.timeline import how as timeline_how
 from course.timezones import may_choose
 from course.web.charts import bar_chart, stacked_bars
 from course.web.ratelimits import RateLimit, limit_endpoint
@@ -931,6 +933,8 @@ def subscriber_detail(public_id: str) -> ResponseReturnValue:
             d.kind == "lesson" and d.status == "failed" and not d.sent_at for d in deliveries
         ),
         statuses=SubscriberStatus,
+        describe_event=lambda event: timeline_sentence(event, gettext),
+        how_event=lambda event: timeline_how(event, gettext),
     )
 
 
