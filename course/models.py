@@ -358,8 +358,9 @@ class EventKind(enum.StrEnum):
 
 
 class Event(Base):
-    """One recorded action, for reports. After an erasure the row stays, anonymous:
-    ``subscriber_id`` is cleared, so counts (including check-in answers) still add up.
+    """One recorded action, for reports. An erased reader's events stay with their row,
+    which names nobody (course.privacy.erase); an event loses its reader only when an
+    unconfirmed signup is deleted (its ``course_id`` still places it).
     ``value`` never holds personal text: only an answer such as "lighter"."""
 
     __tablename__ = "events"

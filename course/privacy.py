@@ -171,7 +171,8 @@ def purge_pending(session: Session, now: datetime, days: int) -> int:
     # tests/test_db.py checks the plan): change them together.
     # One statement, with the conditions in it: a reader who confirms while this runs is
     # never deleted. The foreign keys take their deliveries and progress with them and
-    # leave their events (a returning reader's) as anonymous counts, as after erase().
+    # leave their events (a returning reader's) as events without a reader, which the
+    # reports count by the course they keep (erase() keeps the row instead).
     result = session.execute(
         delete(Subscriber)
         .where(

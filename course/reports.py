@@ -76,7 +76,7 @@ class Filters:
 
     def events(self, ids: Select[Any]) -> Any:
         """The events to count: those of the matching readers; with no filter beyond the
-        course, also the anonymous ones of erased readers (by the course they keep)."""
+        course, also those left without a reader (by the course they keep)."""
         if self.active:
             return Event.subscriber_id.in_(ids)
         if self.course_id is not None:

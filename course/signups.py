@@ -38,8 +38,9 @@ def decide_signups(
     """
     decided = 0
     try:
+        wordings = consent_wordings(settings)  # once per call, not once per request
         while decided < limit:
-            if not _decide_one(sessions, settings, request_id, clock):
+            if not _decide_one(sessions, settings, request_id, clock, wordings):
                 break
             decided += 1
             if request_id is not None:
@@ -65,6 +66,7 @@ def _decide_one(
     settings: Settings,
     request_id: int | None,
     clock: Callable[[], datetime],
+    wordings: tuple[str, ...],
 ) -> bool:
     """Decide the oldest open request (or ``request_id``); False when there is none."""
     for attempt in (1, 2):
@@ -73,9 +75,7 @@ def _decide_one(
                 requests = take_signup_requests(session, request_id=request_id, limit=1)
                 if not requests:
                     return False
-                decide_signup_request(
-                    session, requests[0], settings, clock(), consent_wordings(settings)
-                )
+                decide_signup_request(session, requests[0], settings, clock(), wordings)
             return True
         except IntegrityError:
             # Another process enrolled the same new address between our lookup and our

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -81,9 +82,15 @@ def booking_site() -> Iterator[str]:
     server.server_close()
 
 
-@pytest.fixture
-def live_app(tmp_path: Path, booking_site: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """`course run` in a subprocess, as `make run` starts it, on a fresh database."""
+BOOKING_SECRET = "browser-test-booking-webhook-secret"
+
+
+@contextmanager
+def course_run(tmp_path: Path, *args: str, **settings: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """`course run` in a subprocess, as `make run` starts it, on a fresh SQLite database
+    with the mail outbox in ``tmp_path``; ``settings`` (COURSE_*) on top of the
+    development defaults, ``args`` after ``course run``. Yields its address and
+    environment."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("COURSE_")}
@@ -95,19 +102,16 @@ def live_app(tmp_path: Path, booking_site: str) -> Iterator[tuple[str, dict[str,
         COURSE_MAIL_URL=f"outbox:{tmp_path / 'outbox'}",
         COURSE_SECRET_KEY="browser-test-secret-key-0123456789abcdef",
         COURSE_BASE_URL=base,
-        COURSE_BOOKING_URL=booking_site,
-        COURSE_PRACTICE_NAME="Harbor Therapy",
-        COURSE_TICK_SECONDS="0.5",
-        COURSE_LESSON_INTERVAL="3600",
-        COURSE_CARE_EMAIL="care@harbor.example.org",
-        # The practice's booking system reports bookings through the generic webhook.
-        COURSE_BOOKING_WEBHOOK_SECRET=BOOKING_SECRET,
+        **settings,
     )
     course = str(Path(sys.executable).parent / "course")
     subprocess.run([course, "db", "upgrade"], env=env, check=True, capture_output=True)
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [course, "run", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+        [course, "run", "--port", str(port), *args],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         _wait_for(base + "/")
@@ -118,7 +122,20 @@ def live_app(tmp_path: Path, booking_site: str) -> Iterator[tuple[str, dict[str,
         log.close()
 
 
-BOOKING_SECRET = "browser-test-booking-webhook-secret"
+@pytest.fixture
+def live_app(tmp_path: Path, booking_site: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """`course run` in a subprocess, as `make run` starts it, on a fresh database."""
+    with course_run(
+        tmp_path,
+        COURSE_BOOKING_URL=booking_site,
+        COURSE_PRACTICE_NAME="Harbor Therapy",
+        COURSE_TICK_SECONDS="0.5",
+        COURSE_LESSON_INTERVAL="3600",
+        COURSE_CARE_EMAIL="care@harbor.example.org",
+        # The practice's booking system reports bookings through the generic webhook.
+        COURSE_BOOKING_WEBHOOK_SECRET=BOOKING_SECRET,
+    ) as running:
+        yield running
 
 
 def _booking_webhook(base: str, body: dict[str, str]) -> None:

@@ -11,10 +11,7 @@ follow-up days). The reader's page views and clicks happen at the real time.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -32,7 +29,7 @@ from course.signups import decide_signups
 from tests import test_browser
 from tests.conftest import FakeClock, make_sender, sessions_for
 from tests.helpers import parse, text_part
-from tests.test_browser import ARTIFACTS, _create_operator, _free_port, _wait_for, shot
+from tests.test_browser import ARTIFACTS, _create_operator, course_run, shot
 
 #: Debian's Chromium through Playwright, skipped (or failed, in CI) without it.
 browser_page = test_browser.browser_page
@@ -49,35 +46,13 @@ SEND_HOUR = 8  # the practice's default (COURSE_SEND_HOUR)
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """``course run --no-scheduler`` on a fresh database, in calendar mode."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COURSE_")}
-    env.update(
-        COURSE_ENV="development",
-        COURSE_INSTANCE_DIR=str(tmp_path / "instance"),
-        COURSE_DATABASE_URL=f"sqlite:///{tmp_path / 'course.db'}",
-        COURSE_MAIL_URL=f"outbox:{tmp_path / 'outbox'}",
-        COURSE_SECRET_KEY="browser-test-secret-key-0123456789abcdef",
-        COURSE_BASE_URL=base,
+    with course_run(
+        tmp_path,
+        "--no-scheduler",
         COURSE_PRACTICE_NAME="Harbor Therapy",
         COURSE_SEND_HOUR=str(SEND_HOUR),
-    )
-    course = str(Path(sys.executable).parent / "course")
-    subprocess.run([course, "db", "upgrade"], env=env, check=True, capture_output=True)
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [course, "run", "--port", str(port), "--no-scheduler"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_for(base + "/")
-        yield base, env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+    ) as running:
+        yield running
 
 
 class Days:

@@ -9,10 +9,7 @@ Like tests/test_browser.py: Debian's Chromium through Playwright, skipped withou
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,10 +19,9 @@ import pytest
 from course.mail.outbox import OutboxTransport
 from tests.helpers import REPO, html_part, parse, text_part
 from tests.test_browser import (  # noqa: F401 - fixtures
-    _free_port,
-    _wait_for,
     booking_site,
     browser_page,
+    course_run,
     find,
     shot,
 )
@@ -40,37 +36,16 @@ PRACTICE = "Praxis am Hafen"
 def german_app(tmp_path: Path, booking_site: str) -> Iterator[tuple[str, Path]]:  # noqa: F811
     """`course run` whose first course is lessons/de (COURSE_LESSONS_DIR), as a German
     practice would install it."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COURSE_")}
-    outbox = tmp_path / "outbox"
-    env.update(
-        COURSE_ENV="development",
-        COURSE_INSTANCE_DIR=str(tmp_path / "instance"),
-        COURSE_DATABASE_URL=f"sqlite:///{tmp_path / 'course.db'}",
-        COURSE_MAIL_URL=f"outbox:{outbox}",
-        COURSE_SECRET_KEY="browser-test-secret-key-0123456789abcdef",
-        COURSE_BASE_URL=base,
+    with course_run(
+        tmp_path,
         COURSE_BOOKING_URL=booking_site,
         COURSE_PRACTICE_NAME=PRACTICE,
         COURSE_MAIL_FROM=f"{PRACTICE} <kurs@hafen.example.de>",
         COURSE_LESSONS_DIR=str(REPO / "lessons" / "de"),
         COURSE_TICK_SECONDS="0.5",
         COURSE_LESSON_INTERVAL="3600",
-    )
-    course = str(Path(sys.executable).parent / "course")
-    subprocess.run([course, "db", "upgrade"], env=env, check=True, capture_output=True)
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [course, "run", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        _wait_for(base + "/")
-        yield base, outbox
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
+    ) as (base, _env):
+        yield base, tmp_path / "outbox"
 
 
 def newest_mail(outbox: Path, subject: str, timeout: float = 20) -> bytes:
